@@ -1,0 +1,44 @@
+"""chaosmem: memory-pressure chaos engineering for Chaos Toolkit.
+
+Tighten a target's memory limit, replay captured production traffic, inject allocation stress at
+a controlled rate, and prove with probes whether the service was OOM-killed, served 503s or
+autoscaled in time. Every change is written to a restore ledger first (see ``chaosmem.ledger``).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from chaoslib.discovery.discover import discover_actions, discover_probes, initialize_discovery_result
+from chaoslib.types import DiscoveredActivities, Discovery
+
+__all__ = ["ACTIVITY_MODULES", "__version__", "discover"]
+
+try:
+    __version__ = version("chaosmem")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+#: Every module that holds activities; each is ``actions`` or ``probes`` by its name.
+ACTIVITY_MODULES = (
+    "chaosmem.limits.actions",
+    "chaosmem.limits.probes",
+    "chaosmem.local.actions",
+)
+
+
+def discover(discover_system: bool = True) -> Discovery:
+    """What ``chaos discover chaosmem`` lists: every activity with its arguments."""
+    discovery = initialize_discovery_result("chaosmem", __version__, "memory")
+    discovery["activities"].extend(load_exported_activities())
+    return discovery
+
+
+def load_exported_activities() -> list[DiscoveredActivities]:
+    activities: list[DiscoveredActivities] = []
+    for module in ACTIVITY_MODULES:
+        if module.endswith(".actions"):
+            activities.extend(discover_actions(module))
+        else:
+            activities.extend(discover_probes(module))
+    return activities

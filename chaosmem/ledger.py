@@ -1,0 +1,212 @@
+"""The restore ledger: every change chaosmem makes, written down before it is made.
+
+Why a ledger and not Chaos Toolkit's rollbacks alone: ``chaos run`` skips rollbacks when it is
+interrupted, and nothing runs at all when it is SIGKILLed or the machine reboots. So each change
+(a tightened limit, a started service, a stressor, a replay, a patched pod) is appended here and
+fsynced *before* it touches the target, together with what undoes it. ``chaosmem rollback`` and
+the control replay the open entries backwards; undo handlers are idempotent, so an entry whose
+change never happened (a crash between record and apply) is undone harmlessly.
+
+The file is JSON lines, append-only, guarded by ``flock`` so that several processes (the
+experiment, its stressors, a rollback) can share it. A torn last line from a crash mid-write is
+skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaosmem.errors import ChaosmemError
+
+__all__ = [
+    "Entry",
+    "Ledger",
+    "LedgerRead",
+    "current_run",
+    "parse_ledger",
+    "register_undo",
+    "set_current_run",
+    "undo_handler",
+]
+
+LEDGER_FILE = "ledger.jsonl"
+RUN_ENV = "CHAOSMEM_RUN_ID"
+
+UndoHandler = Callable[["Entry"], str]
+_UNDO: dict[str, UndoHandler] = {}
+
+
+def register_undo(kind: str) -> Callable[[UndoHandler], UndoHandler]:
+    """Declare the function that undoes entries of ``kind``; it returns what it did, in words."""
+
+    def wrap(handler: UndoHandler) -> UndoHandler:
+        _UNDO[kind] = handler
+        return handler
+
+    return wrap
+
+
+def undo_handler(kind: str) -> UndoHandler | None:
+    return _UNDO.get(kind)
+
+
+def current_run() -> str | None:
+    """The run this process works for: set by the control, inherited by child processes."""
+    return os.environ.get(RUN_ENV) or None
+
+
+def set_current_run(run: str | None) -> None:
+    if run:
+        os.environ[RUN_ENV] = run
+    else:
+        os.environ.pop(RUN_ENV, None)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One change: what it touched (``target``), how to undo it (``undo``), and whether it is open."""
+
+    id: str
+    kind: str
+    target: dict[str, Any]
+    undo: dict[str, Any]
+    run: str | None
+    at: float
+    pid: int
+    closed: bool = False
+    outcome: str | None = None
+    closed_at: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.kind} on {json.dumps(self.target, sort_keys=True)}"
+
+
+@dataclass
+class LedgerRead:
+    """The entries of a ledger file in the order they were recorded, and how many lines were torn."""
+
+    entries: list[Entry] = field(default_factory=list)
+    torn: list[int] = field(default_factory=list)
+
+    def open(self, *, run: str | None = None, kind: str | None = None) -> list[Entry]:
+        return [
+            e
+            for e in self.entries
+            if not e.closed and (run is None or e.run == run) and (kind is None or e.kind == kind)
+        ]
+
+
+def parse_ledger(text: str) -> LedgerRead:
+    """Fold the ledger's lines into entries: an ``open`` line creates one, a ``close`` line ends it.
+
+    Lines that are not JSON objects of the expected shape (a crash mid-write, a hand edit) are
+    skipped and their line numbers reported in ``torn``.
+    """
+    result = LedgerRead()
+    index: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            op = record["op"]
+            if op == "open":
+                entry = Entry(
+                    id=str(record["id"]),
+                    kind=str(record["kind"]),
+                    target=dict(record["target"]),
+                    undo=dict(record["undo"]),
+                    run=record.get("run"),
+                    at=float(record["at"]),
+                    pid=int(record["pid"]),
+                )
+                index[entry.id] = len(result.entries)
+                result.entries.append(entry)
+            elif op == "close" and record["id"] in index:
+                pos = index[record["id"]]
+                old = result.entries[pos]
+                result.entries[pos] = Entry(
+                    **{**old.__dict__, "closed": True, "outcome": str(record["outcome"]), "closed_at": float(record["at"])}
+                )
+            else:
+                raise ValueError(op)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            result.torn.append(number)
+    return result
+
+
+class Ledger:
+    """The ledger file of one state directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / LEDGER_FILE
+
+    @contextmanager
+    def _locked(self) -> Iterator[int]:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        with self._locked() as fd:
+            # NB: a previous writer may have died mid-line; start ours on a line of its own.
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            os.write(fd, line)
+            os.fsync(fd)
+
+    def record(self, *, kind: str, target: Mapping[str, Any], undo: Mapping[str, Any]) -> Entry:
+        """Write down a change before making it; returns the open entry."""
+        if kind not in _UNDO:
+            raise ChaosmemError(f"internal: no undo handler is registered for ledger kind {kind!r}")
+        entry = Entry(
+            id=uuid.uuid4().hex,
+            kind=kind,
+            target=dict(target),
+            undo=dict(undo),
+            run=current_run(),
+            at=time.time(),
+            pid=os.getpid(),
+        )
+        self._append({"op": "open", **{k: v for k, v in entry.__dict__.items() if k not in {"closed", "outcome", "closed_at"}}})
+        return entry
+
+    def close(self, entry: Entry | str, outcome: str) -> None:
+        """Mark an entry done (``restored``, ``not-applied``, ``stopped`` ...)."""
+        entry_id = entry.id if isinstance(entry, Entry) else entry
+        self._append({"op": "close", "id": entry_id, "outcome": outcome, "at": time.time()})
+
+    def read(self) -> LedgerRead:
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return LedgerRead()
+        return parse_ledger(text)
+
+    def undo(self, entry: Entry) -> str:
+        """Run the entry's undo handler and close it; returns what was done, in words."""
+        handler = _UNDO.get(entry.kind)
+        if handler is None:
+            raise ChaosmemError(
+                f"ledger entry {entry.id} has kind {entry.kind!r}, which this chaosmem cannot undo; "
+                "upgrade chaosmem or undo it by hand"
+            )
+        done = handler(entry)
+        self.close(entry, "restored")
+        return done
