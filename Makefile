@@ -1,0 +1,42 @@
+# chaosmem: `make demo` runs a real experiment against the local backend; `make test` runs the tests.
+# Both set up everything they need on a fresh Debian machine (a venv, and Debian packages when missing).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES ?= wrk prometheus golang-go chromium
+STAMP := $(VENV)/.installed
+
+.PHONY: setup deps demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) deps
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: setup
+	$(PY) -m chaosmem.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check chaosmem tests bench
+	$(VENV)/bin/ruff format --check chaosmem tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml

@@ -1,0 +1,76 @@
+"""The ``chaosmem`` command: rollback, and the commands each concern registers.
+
+Each concern keeps its command in its own ``cli.py`` with a ``register(subparsers)`` function
+that adds a sub-parser whose ``handler`` default takes the parsed arguments and returns an exit
+code. Errors chaosmem raises on purpose (:class:`ChaosmemError`) print as one line and exit 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from chaosmem import __version__
+from chaosmem.errors import ChaosmemError
+from chaosmem.rollback import rollback
+from chaosmem.state import state_dir
+
+__all__ = ["COMMAND_MODULES", "main"]
+
+#: Modules that add sub-commands through ``register(subparsers)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    config = {"chaosmem_state_dir": args.state_dir} if args.state_dir else None
+    directory = state_dir(config)
+    steps = rollback(directory, run=args.run, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps([{"entry": s.entry.id, "kind": s.entry.kind, "target": s.entry.target,
+                           "done": s.done, "error": s.error} for s in steps], indent=2))
+    elif not steps:
+        print(f"nothing to roll back in {directory}")
+    for step in [] if args.json else steps:
+        print(("FAILED " + step.error) if step.error else step.done)
+    return 1 if any(not s.ok for s in steps) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chaosmem", description="Memory-pressure chaos engineering for Chaos Toolkit."
+    )
+    parser.add_argument("--version", action="version", version=f"chaosmem {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    undo = sub.add_parser(
+        "rollback",
+        help="undo every change chaosmem recorded and has not undone yet",
+        description="Undo every open entry of the restore ledger, newest first. Safe to run twice.",
+    )
+    undo.add_argument("--state-dir", help="the state directory (default: $CHAOSMEM_STATE_DIR or ~/.local/state/chaosmem)")
+    undo.add_argument("--run", help="only the entries of this run id")
+    undo.add_argument("--dry-run", action="store_true", help="print what would be undone, change nothing")
+    undo.add_argument("--json", action="store_true", help="print the steps as JSON")
+    undo.set_defaults(handler=_rollback)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ChaosmemError as exc:
+        print(f"chaosmem {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
