@@ -48,21 +48,25 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers with a status below 500."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - loopback, checked
+            return bool(response.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (OSError, ValueError):
+        return False
+
+
 def _wait_ready(url: str, deadline: float, process_alive: Any) -> float:
     """Poll ``url`` until it answers with a status below 500; returns seconds waited."""
     started = time.monotonic()
     while True:
         if not process_alive():
             raise ChaosmemError("exited before it became ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - loopback, checked
-                if response.status < 500:
-                    return time.monotonic() - started
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                return time.monotonic() - started
-        except (OSError, ValueError):
-            pass
+        if _answers(url) and process_alive():
+            return time.monotonic() - started
         if time.monotonic() > deadline:
             raise ChaosmemError(f"did not answer {url} within the ready timeout")
         time.sleep(0.05)
@@ -76,6 +80,12 @@ def start(spec: ServiceSpec, *, parent: Cgroup, directory: Path) -> dict[str, An
     path = parent.path / f"chaosmem-{spec.name}"
     if path.exists() and Cgroup(path, parent.version).pids():
         raise ChaosmemError(f"{path} already holds processes (left by a crash?); run `chaosmem rollback`")
+    if spec.ready_url and _answers(spec.ready_url):
+        # NB: otherwise another process on the port would pass for our service being ready.
+        raise ChaosmemError(
+            f"something already answers {spec.ready_url} before service {spec.name!r} started "
+            "(is the port in use?)"
+        )
     services = directory / "services"
     services.mkdir(exist_ok=True)
     log, pidfile = services / f"{spec.name}.log", services / f"{spec.name}.pid"
