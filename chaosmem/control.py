@@ -30,8 +30,8 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.local.actions import start_service
 from chaosmem.ledger import set_current_run
+from chaosmem.local.actions import start_service
 from chaosmem.rollback import rollback
 from chaosmem.state import state_dir
 from chaosmem.targets import resolve_target
@@ -98,14 +98,17 @@ class _Run:
             else:
                 logger.error("chaosmem: could not undo %s: %s", step.entry.describe(), step.error)
         return [
-            {"kind": s.entry.kind, "target": s.entry.target, "done": s.done, "error": s.error} for s in steps
+            {"kind": s.entry.kind, "target": s.entry.target, "done": s.done, "error": s.error}
+            for s in steps
         ]
 
 
 _current: _Run | None = None
 
 
-def _targets_in(experiment: Mapping[str, Any], configuration: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def _targets_in(
+    experiment: Mapping[str, Any], configuration: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
     """Every distinct local target spec the experiment names (in arguments or configuration)."""
     found: list[dict[str, Any]] = []
 
@@ -124,7 +127,9 @@ def _targets_in(experiment: Mapping[str, Any], configuration: Mapping[str, Any] 
                 yield from walk(item)
 
     default = (configuration or {}).get("chaosmem_target")
-    candidates = [default, *walk(experiment)] if isinstance(default, Mapping) else list(walk(experiment))
+    candidates = (
+        [default, *walk(experiment)] if isinstance(default, Mapping) else list(walk(experiment))
+    )
     for spec in candidates:
         if spec.get("type") in {"cgroup", "process", "service"} and dict(spec) not in found:
             found.append(dict(spec))
@@ -142,7 +147,10 @@ def configure_control(
 
 
 def before_experiment_control(
-    context: Experiment, configuration: Configuration = None, secrets: Secrets = None, **arguments: Any
+    context: Experiment,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **arguments: Any,
 ) -> None:
     global _current
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -150,7 +158,9 @@ def before_experiment_control(
     directory = base / "runs" / run_id
     directory.mkdir(parents=True, exist_ok=True)
     set_current_run(run_id)
-    _current = _Run(run_id, base, directory, dict(configuration or {}), _targets_in(context, configuration))
+    _current = _Run(
+        run_id, base, directory, dict(configuration or {}), _targets_in(context, configuration)
+    )
     _current.mark("experiment-start", title=context.get("title"))
     logger.info("chaosmem: run %s, state in %s", run_id, base)
     _start_fixtures(_current, arguments.get("services"), configuration)
@@ -171,11 +181,15 @@ def _start_fixtures(run: _Run, services: object, configuration: Configuration) -
             raise InvalidArgument("services", services, "a list of start_service argument objects")
         for index, spec in enumerate(services):
             if not isinstance(spec, dict):
-                raise InvalidArgument(f"services[{index}]", spec, "an object of start_service arguments")
+                raise InvalidArgument(
+                    f"services[{index}]", spec, "an object of start_service arguments"
+                )
             result = start_service(**spec, configuration=configuration)
             if result["target"] not in run.specs:
                 run.specs.append(result["target"])
-            run.mark("service-start", name=result["name"], pid=result["pid"], cgroup=result["cgroup"])
+            run.mark(
+                "service-start", name=result["name"], pid=result["pid"], cgroup=result["cgroup"]
+            )
     except (ChaosmemError, TypeError) as exc:
         logger.error("chaosmem: a service of the control could not start: %s", exc)
         raise InterruptExecution(f"chaosmem control: {exc}") from None
@@ -190,12 +204,17 @@ def after_activity_control(context: dict[str, Any], state: Any = None, **argumen
     if _current is None:
         return
     status = state.get("status") if isinstance(state, Mapping) else None
-    _current.mark("activity-end", name=context.get("name"), activity_type=context.get("type"), status=status)
+    _current.mark(
+        "activity-end", name=context.get("name"), activity_type=context.get("type"), status=status
+    )
     _current.watch_targets()
 
 
 def after_experiment_control(
-    context: Experiment, state: Journal = None, configuration: Configuration = None, **arguments: Any
+    context: Experiment,
+    state: Journal = None,
+    configuration: Configuration = None,
+    **arguments: Any,
 ) -> None:
     """Restore everything the run left changed and add what happened to the journal."""
     global _current
@@ -203,7 +222,9 @@ def after_experiment_control(
     if run is None:
         return
     try:
-        run.mark("experiment-end", status=state.get("status") if isinstance(state, Mapping) else None)
+        run.mark(
+            "experiment-end", status=state.get("status") if isinstance(state, Mapping) else None
+        )
         restored = run.finish()
     finally:
         set_current_run(None)

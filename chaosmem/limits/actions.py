@@ -34,13 +34,17 @@ def tighten_memory_limit(
     if (limit is None) == (fraction is None):
         raise InvalidArgument("limit", limit, "exactly one of 'limit' or 'fraction'")
     size = parse_size(limit, name="limit", minimum=4096) if limit is not None else None
-    share = parse_fraction(fraction, name="fraction", open_low=True) if fraction is not None else None
+    share = (
+        parse_fraction(fraction, name="fraction", open_low=True) if fraction is not None else None
+    )
     resolved = resolve_target(target, configuration)
     return tighten(resolved, Ledger(state_dir(configuration)), limit=size, fraction=share)
 
 
 def restore_memory_limit(
-    target: dict[str, Any] | None = None, configuration: Configuration = None, secrets: Secrets = None
+    target: dict[str, Any] | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Put back the limits the ledger recorded: the target's, or every open one when no target
     is given (``configuration["chaosmem_target"]`` is not used here, on purpose: a bare call in a

@@ -37,7 +37,9 @@ def new_limit(target: MemoryTarget, *, limit: int | None, fraction: float | None
     return max(_PAGE, int(base * fraction))
 
 
-def tighten(target: MemoryTarget, ledger: Ledger, *, limit: int | None, fraction: float | None) -> dict[str, Any]:
+def tighten(
+    target: MemoryTarget, ledger: Ledger, *, limit: int | None, fraction: float | None
+) -> dict[str, Any]:
     """Set the new limit, recorded first; returns before/after/usage (bytes, None = unlimited).
 
     Below current usage, cgroup v1 reclaims and otherwise refuses with EBUSY (this raises

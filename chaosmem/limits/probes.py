@@ -12,21 +12,27 @@ __all__ = ["memory_limit", "memory_usage", "oom_kill_count"]
 
 
 def memory_limit(
-    target: dict[str, Any] | None = None, configuration: Configuration = None, secrets: Secrets = None
+    target: dict[str, Any] | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> int | None:
     """The target's memory limit in bytes; null when it has none."""
     return resolve_target(target, configuration).memory_limit()
 
 
 def memory_usage(
-    target: dict[str, Any] | None = None, configuration: Configuration = None, secrets: Secrets = None
+    target: dict[str, Any] | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> int:
     """Bytes the target's memory cgroup is charged for now (page cache included, as the kernel counts)."""
     return resolve_target(target, configuration).memory_usage()
 
 
 def oom_kill_count(
-    target: dict[str, Any] | None = None, configuration: Configuration = None, secrets: Secrets = None
+    target: dict[str, Any] | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> int:
     """How many processes the kernel has OOM-killed in the target's cgroup since it was created.
 

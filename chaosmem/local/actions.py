@@ -25,7 +25,9 @@ def _argv(command: object) -> list[str]:
         return shlex.split(command)
     if isinstance(command, list) and command and all(isinstance(a, str) and a for a in command):
         return list(command)
-    raise InvalidArgument("command", command, "a command line string or a non-empty list of strings")
+    raise InvalidArgument(
+        "command", command, "a command line string or a non-empty list of strings"
+    )
 
 
 def _parent(configuration: Configuration) -> Cgroup:
@@ -36,7 +38,9 @@ def _parent(configuration: Configuration) -> Cgroup:
     try:
         return Cgroup.at(path)
     except Exception as exc:
-        raise InvalidArgument(ROOT_KEY, root, f"an existing memory cgroup directory ({exc})") from None
+        raise InvalidArgument(
+            ROOT_KEY, root, f"an existing memory cgroup directory ({exc})"
+        ) from None
 
 
 def start_service(
@@ -62,7 +66,9 @@ def start_service(
     spec = service.ServiceSpec(
         name=check_name(name, name="name"),
         argv=_argv(command),
-        memory_limit=parse_size(memory_limit, name="memory_limit", minimum=4096) if memory_limit is not None else None,
+        memory_limit=parse_size(memory_limit, name="memory_limit", minimum=4096)
+        if memory_limit is not None
+        else None,
         env=check_env(env, name="env"),
         ready_url=check_url(ready_url, name="ready_url") if ready_url is not None else None,
         ready_timeout=parse_duration(ready_timeout, name="ready_timeout", minimum=0.1),
@@ -74,7 +80,10 @@ def start_service(
 
 
 def stop_service(
-    name: str, grace: str | float = "5s", configuration: Configuration = None, secrets: Secrets = None
+    name: str,
+    grace: str | float = "5s",
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> dict[str, Any]:
     """End every process of the service (SIGTERM, then SIGKILL after ``grace``) and remove its cgroup.
 

@@ -51,7 +51,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 def _answers(url: str) -> bool:
     """Whether ``url`` answers with a status below 500."""
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - loopback, checked
+        with urllib.request.urlopen(url, timeout=1.0) as response:
             return bool(response.status < 500)
     except urllib.error.HTTPError as exc:
         return exc.code < 500
@@ -79,7 +79,9 @@ def start(spec: ServiceSpec, *, parent: Cgroup, directory: Path) -> dict[str, An
         raise ChaosmemError(f"service {spec.name!r} is already running; stop_service it first")
     path = parent.path / f"chaosmem-{spec.name}"
     if path.exists() and Cgroup(path, parent.version).pids():
-        raise ChaosmemError(f"{path} already holds processes (left by a crash?); run `chaosmem rollback`")
+        raise ChaosmemError(
+            f"{path} already holds processes (left by a crash?); run `chaosmem rollback`"
+        )
     if spec.ready_url and _answers(spec.ready_url):
         # NB: otherwise another process on the port would pass for our service being ready.
         raise ChaosmemError(
@@ -101,14 +103,22 @@ def start(spec: ServiceSpec, *, parent: Cgroup, directory: Path) -> dict[str, An
             group.set_memory_limit(spec.memory_limit)
         with log.open("ab") as out:
             process = group.spawn(
-                spec.argv, env={**os.environ, **spec.env}, cwd=spec.cwd, stdout=out, stderr=out, new_session=True
+                spec.argv,
+                env={**os.environ, **spec.env},
+                cwd=spec.cwd,
+                stdout=out,
+                stderr=out,
+                new_session=True,
             )
         pidfile.write_text(f"{process.pid}\n")
         waited = 0.0
         if spec.ready_url:
             try:
-                waited = _wait_ready(spec.ready_url, time.monotonic() + spec.ready_timeout,
-                                     lambda: process.poll() is None)
+                waited = _wait_ready(
+                    spec.ready_url,
+                    time.monotonic() + spec.ready_timeout,
+                    lambda: process.poll() is None,
+                )
             except ChaosmemError as exc:
                 raise ChaosmemError(
                     f"service {spec.name!r} {exc} (exit code {process.poll()}); last lines of {log}:\n{_tail(log)}"

@@ -55,19 +55,25 @@ class MemoryTarget(Protocol):
         ...
 
 
-def target_spec(target: object, configuration: Mapping[str, Any] | None, *, name: str = "target") -> dict[str, Any]:
+def target_spec(
+    target: object, configuration: Mapping[str, Any] | None, *, name: str = "target"
+) -> dict[str, Any]:
     """The target object to use: the argument, else ``configuration["chaosmem_target"]``."""
     spec = target if target is not None else (configuration or {}).get(TARGET_KEY)
     if spec is None:
         raise InvalidArgument(
-            name, None, f"a target object such as {{\"type\": \"service\", \"name\": \"orders\"}} "
-            f"(or configuration[{TARGET_KEY!r}])"
+            name,
+            None,
+            f'a target object such as {{"type": "service", "name": "orders"}} '
+            f"(or configuration[{TARGET_KEY!r}])",
         )
     if not isinstance(spec, Mapping):
         raise InvalidArgument(name, spec, "a target object with a 'type'")
     kind = spec.get("type")
     if kind not in TARGET_TYPES:
-        raise InvalidArgument(f"{name}.type", kind, "one of " + ", ".join(repr(t) for t in TARGET_TYPES))
+        raise InvalidArgument(
+            f"{name}.type", kind, "one of " + ", ".join(repr(t) for t in TARGET_TYPES)
+        )
     return dict(spec)
 
 

@@ -21,6 +21,7 @@ two are written in the order the kernel accepts.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -145,7 +146,9 @@ class Cgroup:
         return _read_int(self._read("memory.memsw.limit_in_bytes")) if self.has_memsw else None
 
     def memory_usage(self) -> int:
-        value = _read_int(self._read("memory.usage_in_bytes" if self.version == 1 else "memory.current"))
+        value = _read_int(
+            self._read("memory.usage_in_bytes" if self.version == 1 else "memory.current")
+        )
         return value or 0
 
     def oom_kill_count(self) -> int:
@@ -187,7 +190,11 @@ class Cgroup:
         if self.version == 2:
             self.set_memory_limit(state.get("limit"))
         else:
-            self._set_v1(state.get("limit"), state.get("memsw"), touch_memsw=self.has_memsw and "memsw" in state)
+            self._set_v1(
+                state.get("limit"),
+                state.get("memsw"),
+                touch_memsw=self.has_memsw and "memsw" in state,
+            )
 
     def _set_v1(self, limit: int | None, memsw: int | None, *, touch_memsw: bool) -> None:
         value = "-1" if limit is None else str(limit)
@@ -209,7 +216,9 @@ class Cgroup:
                         f"{self.path}: cgroup v1 could not reclaim memory down to {text} bytes "
                         f"(usage is {self.memory_usage()}); the limit is unchanged"
                     ) from None
-                raise ChaosmemError(f"{self.path}: writing {text} to {name} failed: {exc.strerror}") from None
+                raise ChaosmemError(
+                    f"{self.path}: writing {text} to {name} failed: {exc.strerror}"
+                ) from None
 
     # -- children and processes ------------------------------------------------------------
 
@@ -254,7 +263,9 @@ class Cgroup:
         """
         procs_fd = os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_APPEND)
         parent = os.getpid()
-        prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl if die_with_parent else None
+        prctl: Callable[..., int] | None = (
+            ctypes.CDLL(None, use_errno=True).prctl if die_with_parent else None
+        )
 
         def enter() -> None:  # runs in the child between fork and exec: no imports, no locks
             os.write(procs_fd, b"%d\n" % os.getpid())
@@ -276,7 +287,9 @@ class Cgroup:
                 pass_fds=tuple(pass_fds),
             )
         except OSError as exc:
-            raise ChaosmemError(f"cannot start {argv[0]!r} in {self.path}: {exc.strerror}") from None
+            raise ChaosmemError(
+                f"cannot start {argv[0]!r} in {self.path}: {exc.strerror}"
+            ) from None
         finally:
             os.close(procs_fd)
 
@@ -295,10 +308,8 @@ class Cgroup:
             for pid in pids:
                 if pid not in seen:
                     seen.append(pid)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.02)
             if time.monotonic() > deadline:
                 sig = signal.SIGKILL
@@ -317,7 +328,9 @@ class Cgroup:
                 break
             except OSError as exc:
                 if exc.errno != errno.EBUSY:
-                    raise ChaosmemError(f"cannot remove cgroup {self.path}: {exc.strerror}") from None
+                    raise ChaosmemError(
+                        f"cannot remove cgroup {self.path}: {exc.strerror}"
+                    ) from None
                 self.kill_all(grace=0)
                 time.sleep(0.02)
         return ended

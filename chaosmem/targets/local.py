@@ -23,8 +23,11 @@ def _check_keys(spec: Mapping[str, Any], name: str) -> None:
     allowed = _KEYS[spec["type"]] | {"type"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
-        raise InvalidArgument(f"{name}.{unknown[0]}", spec[unknown[0]], f"no such key for a {spec['type']} target "
-                              f"(keys: {', '.join(sorted(allowed))})")
+        raise InvalidArgument(
+            f"{name}.{unknown[0]}",
+            spec[unknown[0]],
+            f"no such key for a {spec['type']} target (keys: {', '.join(sorted(allowed))})",
+        )
 
 
 def find_service(service: str, configuration: Mapping[str, Any] | None) -> Path | None:
@@ -38,25 +41,33 @@ def find_service(service: str, configuration: Mapping[str, Any] | None) -> Path 
 
 def _pid_from(spec: Mapping[str, Any], name: str) -> int:
     if ("pid" in spec) == ("pidfile" in spec):
-        raise InvalidArgument(name, dict(spec), "a process target with exactly one of 'pid' or 'pidfile'")
+        raise InvalidArgument(
+            name, dict(spec), "a process target with exactly one of 'pid' or 'pidfile'"
+        )
     if "pid" in spec:
         return check_int(spec["pid"], name=f"{name}.pid", minimum=1)
     pidfile = check_str(spec["pidfile"], name=f"{name}.pidfile")
     try:
         text = Path(pidfile).read_text().strip()
     except OSError as exc:
-        raise InvalidArgument(f"{name}.pidfile", pidfile, f"a readable file holding a pid ({exc.strerror})") from None
+        raise InvalidArgument(
+            f"{name}.pidfile", pidfile, f"a readable file holding a pid ({exc.strerror})"
+        ) from None
     return check_int(text, name=f"{name}.pidfile", minimum=1)
 
 
-def resolve_local(spec: Mapping[str, Any], configuration: Mapping[str, Any] | None, *, name: str) -> Cgroup:
+def resolve_local(
+    spec: Mapping[str, Any], configuration: Mapping[str, Any] | None, *, name: str
+) -> Cgroup:
     _check_keys(spec, name)
     kind = spec["type"]
     try:
         if kind == "cgroup":
             path = check_str(spec.get("path"), name=f"{name}.path")
             if not os.path.isabs(path):
-                raise InvalidArgument(f"{name}.path", path, "an absolute path under the cgroup mount")
+                raise InvalidArgument(
+                    f"{name}.path", path, "an absolute path under the cgroup mount"
+                )
             return Cgroup.at(path)
         if kind == "process":
             pid = _pid_from(spec, name)
@@ -68,7 +79,8 @@ def resolve_local(spec: Mapping[str, Any], configuration: Mapping[str, Any] | No
         found = find_service(service, configuration)
         if found is None:
             raise InvalidArgument(
-                f"{name}.name", service,
+                f"{name}.name",
+                service,
                 "the name of a service started with chaosmem.local.actions.start_service and not yet stopped",
             )
         return Cgroup.at(found)

@@ -94,9 +94,9 @@ def find_mount(path: Path) -> CgroupMount | None:
     """The memory hierarchy whose mountpoint holds ``path`` (the deepest one wins)."""
     best: CgroupMount | None = None
     for mount in memory_mounts():
-        if path == mount.mountpoint or mount.mountpoint in path.parents:
-            if best is None or len(mount.mountpoint.parts) > len(best.mountpoint.parts):
-                best = mount
+        inside = path == mount.mountpoint or mount.mountpoint in path.parents
+        if inside and (best is None or len(mount.mountpoint.parts) > len(best.mountpoint.parts)):
+            best = mount
     return best
 
 
@@ -119,8 +119,8 @@ def memory_cgroup_of(pid: int | str = "self") -> Path:
         elif hierarchy == "0" and controllers == "":
             paths[2] = cgpath
     for mount in memory_mounts():
-        cgpath = paths.get(mount.version)
-        if cgpath is not None and (found := mount.to_fs(cgpath)) is not None:
+        member = paths.get(mount.version)
+        if member is not None and (found := mount.to_fs(member)) is not None:
             return found
     raise ChaosmemError(
         f"process {pid} is in no memory cgroup this host mounts (is the memory controller enabled?)"

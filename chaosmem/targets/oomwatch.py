@@ -10,6 +10,7 @@ under OOM, before the victim is chosen), so on each wake-up the watcher re-reads
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
@@ -65,7 +66,9 @@ class OomWatcher:
 
     def start(self) -> OomWatcher:
         source = self._v1_eventfd() if self.group.version == 1 else self._v2_inotify()
-        self._thread = threading.Thread(target=self._run, args=(source,), name="chaosmem-oomwatch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(source,), name="chaosmem-oomwatch", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -78,10 +81,8 @@ class OomWatcher:
             close()
         self._closers.clear()
         for fd in (self._stop_r, self._stop_w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._stop_r = self._stop_w = -1
 
     # -- notification sources: each returns (fd to poll, drain function) --------------------
@@ -94,13 +95,13 @@ class OomWatcher:
             with open(self.group.path / "cgroup.event_control", "w") as out:
                 out.write(f"{efd} {control}")
         except OSError as exc:
-            raise ChaosmemError(f"{self.group.path}: cannot register an OOM eventfd: {exc.strerror}") from None
+            raise ChaosmemError(
+                f"{self.group.path}: cannot register an OOM eventfd: {exc.strerror}"
+            ) from None
 
         def drain() -> None:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(efd)
-            except BlockingIOError:
-                pass
 
         return efd, drain
 
