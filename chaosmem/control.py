@@ -61,7 +61,7 @@ class _Run:
     started: float = field(default_factory=time.time)
     marks: list[dict[str, Any]] = field(default_factory=list)
     watchers: dict[str, OomWatcher] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def mark(self, event: str, **fields: Any) -> None:
         with self.lock:
@@ -72,18 +72,24 @@ class _Run:
 
     def watch_targets(self) -> None:
         """Start an OOM watcher on every local target that can be resolved now (services appear
-        during the method, so this is retried after each activity)."""
-        for spec in self.specs:
+        during the method, so this is retried after each activity; background activities end on
+        pool threads, hence the lock)."""
+        with self.lock:
+            specs = list(self.specs)
+        for spec in specs:
             try:
                 target = resolve_target(spec, self.configuration)
             except ChaosmemError:
                 continue
-            if not isinstance(target, Cgroup) or str(target.path) in self.watchers:
-                continue
-            try:
-                self.watchers[str(target.path)] = OomWatcher(target, on_kill=self.on_kill).start()
-            except ChaosmemError as exc:
-                logger.debug("chaosmem: cannot watch %s for OOM kills: %s", target.path, exc)
+            with self.lock:
+                if not isinstance(target, Cgroup) or str(target.path) in self.watchers:
+                    continue
+                try:
+                    self.watchers[str(target.path)] = OomWatcher(
+                        target, on_kill=self.on_kill
+                    ).start()
+                except ChaosmemError as exc:
+                    logger.debug("chaosmem: cannot watch %s for OOM kills: %s", target.path, exc)
 
     def finish(self) -> list[dict[str, Any]]:
         """Undo what the run left open, stop watching, and return what was restored."""
