@@ -28,6 +28,7 @@ ACTIVITY_MODULES = (
     "chaosmem.limits.actions",
     "chaosmem.limits.probes",
     "chaosmem.local.actions",
+    "chaosmem.stress.actions",
 )
 
 

@@ -1,0 +1,62 @@
+"""Where a stressor reports its progress, and how the parent side reads and amends it.
+
+``STATE/stress/<id>.json`` is replaced atomically a few times per second by the engine (the
+report/timeline reads ``"bytes"`` from every ``STATE/stress/*.json``). The supervisor writes it
+too, but only when the engine cannot: right after the spawn (so the pid is there at once) and
+after the kernel OOM-killed it (``"phase": "killed"``). Block addresses go to
+``<id>.blocks.jsonl`` and the engine's output to ``<id>.log``; neither matches ``*.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PHASES", "blocks_path", "log_path", "read_blocks", "read_status", "status_path", "stress_dir", "update_status"]
+
+PHASES = ("ramp", "hold", "release", "done", "killed")
+
+
+def stress_dir(directory: Path) -> Path:
+    path = directory / "stress"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def status_path(directory: Path, stressor_id: str) -> Path:
+    return stress_dir(directory) / f"{stressor_id}.json"
+
+
+def blocks_path(status: Path) -> Path:
+    return status.with_name(status.name.removesuffix(".json") + ".blocks.jsonl")
+
+
+def log_path(status: Path) -> Path:
+    return status.with_name(status.name.removesuffix(".json") + ".log")
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The last status, or None when there is none yet (or it cannot be read)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def update_status(path: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the status and replace it atomically; ``t`` becomes now."""
+    status = {**(read_status(path) or {}), **fields, "t": time.time()}
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(status, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+    return status
+
+
+def read_blocks(status: Path) -> list[tuple[int, int, str]]:
+    """The engine's blocks as ``(address, length, "small"|"large")``, in ramp order."""
+    lines = blocks_path(status).read_text(encoding="utf-8").splitlines()
+    return [(int(a), int(n), str(k)) for a, n, k in (json.loads(line) for line in lines[1:])]

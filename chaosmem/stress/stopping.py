@@ -1,0 +1,104 @@
+"""Find a stressor's processes by its id and end them: the undo of a ``stressor`` ledger entry.
+
+A pid alone is not an identity: after a crash and a reboot, or simply a long time, the pid in a
+status file may belong to someone else. A process counts as our stressor only when its
+``/proc/PID/cmdline`` is the engine's and carries ``--id <id>`` (a random hex id), so a recycled
+pid is never signalled. Candidates come from the status file and from the cgroup's process list
+(which also catches an engine that died before its first status).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from chaosmem.ledger import Entry, Ledger, register_undo
+from chaosmem.stress.status import read_status, update_status
+from chaosmem.stress.supervisor import live_supervisor
+
+__all__ = ["STRESSOR_KIND", "find_engines", "is_stressor", "stop_entry", "stop_processes"]
+
+STRESSOR_KIND = "stressor"
+_ENGINE_MARKS = ("chaosmem/stress/engine.py", "chaosmem.stress.engine")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def is_stressor(pid: int, stressor_id: str) -> bool:
+    """Whether ``pid`` is, right now, the engine of stressor ``stressor_id`` (zombies are not)."""
+    argv = _cmdline(pid)
+    if not any(arg.endswith(_ENGINE_MARKS) for arg in argv):
+        return False
+    return any(arg == "--id" and value == stressor_id for arg, value in zip(argv, argv[1:], strict=False))
+
+
+def find_engines(stressor_id: str, *, cgroup: Path | None, status: Path | None) -> list[int]:
+    """The live engine processes of ``stressor_id``."""
+    candidates: list[int] = []
+    if status is not None:
+        pid = (read_status(status) or {}).get("pid")
+        if isinstance(pid, int):
+            candidates.append(pid)
+    if cgroup is not None:
+        try:
+            candidates += [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+        except OSError:
+            pass
+    return sorted({pid for pid in candidates if is_stressor(pid, stressor_id)})
+
+
+def stop_processes(stressor_id: str, pids: list[int], *, grace: float) -> list[int]:
+    """SIGTERM, then SIGKILL after ``grace``; returns once none of them is our stressor any more."""
+    deadline = time.monotonic() + grace
+    sig = signal.SIGTERM
+    left = list(pids)
+    while left:
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+        left = [pid for pid in left if is_stressor(pid, stressor_id)]
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        if time.monotonic() > deadline + 10:
+            break
+    return pids
+
+
+def stop_entry(entry: Entry, *, grace: float = 1.0) -> list[int]:
+    """End the stressor of ``entry``: through its supervisor when it runs in this process (so it
+    does not respawn), and by id in any case (another process may have started it)."""
+    stressor_id = str(entry.undo["id"])
+    status = Path(entry.undo["status"]) if entry.undo.get("status") else None
+    cgroup = Path(entry.undo["cgroup"]) if entry.undo.get("cgroup") else None
+    ended: list[int] = []
+    supervisor = live_supervisor(stressor_id)
+    if supervisor is not None:
+        ended += supervisor.stop(grace=grace)
+    ended += [p for p in stop_processes(stressor_id, find_engines(stressor_id, cgroup=cgroup, status=status),
+                                        grace=grace) if p not in ended]
+    if status is not None and status.exists() and supervisor is None and ended:
+        update_status(status, phase="done", reason="stopped")
+    return ended
+
+
+@register_undo(STRESSOR_KIND)
+def _undo_stressor(entry: Entry) -> str:
+    ended = stop_entry(entry)
+    if not ended:
+        return f"stressor {entry.undo['id']}: no longer running"
+    return f"stressor {entry.undo['id']}: stopped pids {ended}"
+
+
+def open_stressors(ledger: Ledger, *, run: str | None) -> list[Entry]:
+    return ledger.read().open(run=run, kind=STRESSOR_KIND)
