@@ -75,10 +75,14 @@ def inject(target: Cgroup, request: StressRequest, *, directory: Path) -> dict[s
                 target=target.spec,
                 undo={"id": stressor_id, "cgroup": str(target.path), "status": str(status), "detach": request.detach},
             )
-            deadline = None if spec.hold is None else time.monotonic() + spec.ramp_seconds + spec.hold + GRACE
+            # NB: respawns keep the pressure on for ramp + hold; the grace is only for the engine
+            # that is running when that window closes to finish on its own.
+            window = None if spec.hold is None else time.monotonic() + spec.ramp_seconds + spec.hold
+            deadline = None if window is None else window + GRACE
             supervisor = Supervisor(
                 stressor_id=stressor_id, group=target, spec=spec, status=status, ledger=ledger, entry=entry,
                 target=target.spec, respawn=request.respawn, detach=request.detach, deadline=deadline,
+                respawn_until=window,
             )  # fmt: skip
             supervisor.start()
             supervisors.append(supervisor)

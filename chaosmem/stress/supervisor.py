@@ -100,7 +100,8 @@ class Supervisor:
     target: dict[str, Any]
     respawn: bool = False
     detach: bool = False
-    deadline: float | None = None  # time.monotonic() value
+    deadline: float | None = None  # time.monotonic(): the engine's own end
+    respawn_until: float | None = None  # time.monotonic(): the end of the pressure window
     pids: list[int] = field(default_factory=list)
     kills: int = 0
     exits: list[int] = field(default_factory=list)
@@ -226,8 +227,8 @@ class Supervisor:
                 if oom:
                     self.kills += 1
                     update_status(self.status, phase="killed", oom_killed=True, kills=self.kills, exit=code)
-                left = self._remaining()
-                if oom and self.respawn and not self._stopping.is_set() and (left is None or left > _RESPAWN_PAUSE):
+                window = None if self.respawn_until is None else self.respawn_until - time.monotonic()
+                if oom and self.respawn and not self._stopping.is_set() and (window is None or window > _RESPAWN_PAUSE):
                     if self._entry_open() and not self._stopping.wait(_RESPAWN_PAUSE):
                         generation += 1
                         continue
