@@ -46,7 +46,9 @@ def status_file(result: dict[str, Any]) -> Path:
     return Path(result["stressors"][0]["status_file"])
 
 
-def test_ramp_slope_is_the_asked_rate_and_plateau_the_asked_size(cgroup: Cgroup, state: dict[str, Any]) -> None:
+def test_ramp_slope_is_the_asked_rate_and_plateau_the_asked_size(
+    cgroup: Cgroup, state: dict[str, Any]
+) -> None:
     size, rate = 200 * MI, 50 * MI
     before = cgroup.memory_usage()
     result = inject_allocation_stress(
@@ -92,8 +94,12 @@ def resident_of(pid: int) -> dict[int, int]:
     return rss
 
 
-def test_half_fragmentation_maps_the_asked_mix_of_block_sizes(cgroup: Cgroup, state: dict[str, Any]) -> None:
-    result = inject_allocation_stress(target_of(cgroup), size="64Mi", fragmentation=0.5, configuration=state)
+def test_half_fragmentation_maps_the_asked_mix_of_block_sizes(
+    cgroup: Cgroup, state: dict[str, Any]
+) -> None:
+    result = inject_allocation_stress(
+        target_of(cgroup), size="64Mi", fragmentation=0.5, configuration=state
+    )
     status = status_file(result)
     assert wait_until(lambda: (read_status(status) or {}).get("phase") == "hold", timeout=30)
     plan = result["plan"]["blocks"][0]
@@ -105,7 +111,9 @@ def test_half_fragmentation_maps_the_asked_mix_of_block_sizes(cgroup: Cgroup, st
     counts = {"small": 0, "large": 0}
     for address, length, kind in blocks:
         assert maps[address] == (address + length, "rw-p"), "each block is a mapping of its own"
-        assert maps[address + length] == (address + length + 4096, "---p"), "followed by a guard page"
+        assert maps[address + length] == (address + length + 4096, "---p"), (
+            "followed by a guard page"
+        )
         assert rss[address] == length, "every page of the block is resident"
         mapped[kind] += length
         counts[kind] += 1
@@ -117,12 +125,19 @@ def test_half_fragmentation_maps_the_asked_mix_of_block_sizes(cgroup: Cgroup, st
 
 def test_fragmented_release_keeps_every_other_block(cgroup: Cgroup, state: dict[str, Any]) -> None:
     result = inject_allocation_stress(
-        target_of(cgroup), size="64Mi", fragmentation=0.5, hold="0.2s", release="fragmented", configuration=state
+        target_of(cgroup),
+        size="64Mi",
+        fragmentation=0.5,
+        hold="0.2s",
+        release="fragmented",
+        configuration=state,
     )
     status = status_file(result)
     assert wait_until(
-        lambda: (read_status(status) or {}).get("phase") == "release"
-        and (read_status(status) or {}).get("bytes") == 32 * MI,
+        lambda: (
+            (read_status(status) or {}).get("phase") == "release"
+            and (read_status(status) or {}).get("bytes") == 32 * MI
+        ),
         timeout=30,
     )
     pid = result["pids"][0]

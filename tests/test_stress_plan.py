@@ -19,7 +19,7 @@ def test_plan_covers_the_size_with_the_asked_mix(size: int, fragmentation: float
     plan = plan_blocks(size, fragmentation=fragmentation)
     lengths = [length for length, _ in plan.blocks]
     assert sum(lengths) == plan.size == -(-size // PAGE) * PAGE
-    assert all(0 < length and length % PAGE == 0 for length in lengths)
+    assert all(length > 0 and length % PAGE == 0 for length in lengths)
     assert len(plan.blocks) <= 16384
     # exact to the page: the small bytes are f * size
     assert abs(plan.small_bytes - fragmentation * plan.size) <= PAGE
@@ -44,14 +44,17 @@ def test_plan_interleaves_so_every_prefix_keeps_the_mix(size: int, fragmentation
         else:
             large += length
         if small_total and large_total:
-            assert abs(small / small_total - large / large_total) <= max(
-                plan.small_block / small_total, plan.large_block / large_total
-            ) + 1e-9
+            assert (
+                abs(small / small_total - large / large_total)
+                <= max(plan.small_block / small_total, plan.large_block / large_total) + 1e-9
+            )
 
 
 @settings(max_examples=100, deadline=None)
 @given(size=st.integers(min_value=1, max_value=4 << 30), fragmentation=fractions)
-def test_fragmented_release_frees_every_other_block_of_each_size(size: int, fragmentation: float) -> None:
+def test_fragmented_release_frees_every_other_block_of_each_size(
+    size: int, fragmentation: float
+) -> None:
     plan = plan_blocks(size, fragmentation=fragmentation)
     freed = set(plan.fragmented_release())
     for kind in (True, False):
@@ -67,7 +70,8 @@ def test_half_fragmentation_of_200mi_is_1600_small_and_13_large() -> None:
     assert (plan.small_block, plan.large_block) == (SMALL_BLOCK, LARGE_BLOCK)
     kinds = "".join("s" if small else "L" for _, small in plan.blocks)
     runs = [len(run) for run in kinds.split("L")]
-    assert runs[0] == 1 and set(runs[1:-1]) == {128}  # runs of 8Mi of small blocks between large ones
+    # runs of 8Mi of small blocks between large ones
+    assert runs[0] == 1 and set(runs[1:-1]) == {128}
 
 
 def test_huge_plans_grow_their_blocks_instead_of_exhausting_mappings() -> None:

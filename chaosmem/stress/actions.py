@@ -12,7 +12,13 @@ from chaosmem.stress.engine import PAGE
 from chaosmem.stress.inject import StressRequest, inject, stop
 from chaosmem.targets import MemoryTarget, resolve_target
 from chaosmem.targets.cgroup import Cgroup
-from chaosmem.units import format_size, parse_duration, parse_fraction, parse_rate, parse_size_or_percent
+from chaosmem.units import (
+    format_size,
+    parse_duration,
+    parse_fraction,
+    parse_rate,
+    parse_size_or_percent,
+)
 from chaosmem.validate import check_bool, check_choice, check_int
 
 __all__ = ["inject_allocation_stress", "stop_allocation_stress"]
@@ -34,7 +40,9 @@ def _host_memory() -> int | None:
 
 def _local(target: MemoryTarget) -> Cgroup:
     if not isinstance(target, Cgroup):
-        raise ChaosmemError(f"{target.describe()}: allocation stress runs on local targets only in this version")
+        raise ChaosmemError(
+            f"{target.describe()}: allocation stress runs on local targets only in this version"
+        )
     return target
 
 
@@ -81,11 +89,17 @@ def inject_allocation_stress(
     detached = check_bool(detach, name="detach")
     mode = check_choice(release, name="release", choices=RELEASES)
     if detached and respawning:
-        raise InvalidArgument("respawn", respawn, "false when detach is true (respawning needs the starting process)")
+        raise InvalidArgument(
+            "respawn", respawn, "false when detach is true (respawning needs the starting process)"
+        )
     if detached and hold_s is None:
-        raise InvalidArgument("hold", hold, "a duration when detach is true (a detached stressor needs an end)")
+        raise InvalidArgument(
+            "hold", hold, "a duration when detach is true (a detached stressor needs an end)"
+        )
     if size is None:
-        raise InvalidArgument("size", size, "a size such as '200Mi' or a share of the target's limit such as '90%'")
+        raise InvalidArgument(
+            "size", size, "a size such as '200Mi' or a share of the target's limit such as '90%'"
+        )
     group = _local(resolve_target(target, configuration))
     group.check_changeable()
     limit = group.memory_limit()
@@ -93,8 +107,10 @@ def inject_allocation_stress(
     host = _host_memory()
     if limit is None and host is not None and total >= host:
         raise InvalidArgument(
-            "size", size, f"less than the host's memory ({format_size(host)}) when the target has no limit: "
-            "otherwise the kernel OOM-kills anywhere on the host"
+            "size",
+            size,
+            f"less than the host's memory ({format_size(host)}) when the target has no limit: "
+            "otherwise the kernel OOM-kills anywhere on the host",
         )
     request = StressRequest(total, rate, share, hold_s, mode, count, waiting, respawning, detached)
     return inject(group, request, directory=state_dir(configuration))

@@ -33,12 +33,22 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--size", required=True, help="e.g. 200Mi, or 90%% of the target's limit")
     parser.add_argument("--rate", help="growth rate, e.g. 50Mi/s (default: all at once)")
-    parser.add_argument("--fragmentation", default="0", help="share of bytes in small blocks, 0-1 (default 0)")
-    parser.add_argument("--hold", help="how long to hold, e.g. 30s (default: until stopped, or 0 with --target)")
+    parser.add_argument(
+        "--fragmentation", default="0", help="share of bytes in small blocks, 0-1 (default 0)"
+    )
+    parser.add_argument(
+        "--hold", help="how long to hold, e.g. 30s (default: until stopped, or 0 with --target)"
+    )
     parser.add_argument("--release", choices=("all", "fragmented"), default="all")
-    parser.add_argument("--workers", type=int, default=1, help="processes sharing size and rate (with --target)")
-    parser.add_argument("--respawn", action="store_true", help="restart a stressor the kernel OOM-killed")
-    parser.add_argument("--target", help='a target object as JSON, e.g. \'{"type": "service", "name": "orders"}\'')
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes sharing size and rate (with --target)"
+    )
+    parser.add_argument(
+        "--respawn", action="store_true", help="restart a stressor the kernel OOM-killed"
+    )
+    parser.add_argument(
+        "--target", help='a target object as JSON, e.g. \'{"type": "service", "name": "orders"}\''
+    )
     parser.add_argument("--state-dir", help="the state directory (default: $CHAOSMEM_STATE_DIR)")
     parser.set_defaults(handler=_run)
 
@@ -79,10 +89,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _own_cgroup() -> str | None:
     try:
-        for line in open("/proc/self/cgroup", encoding="ascii"):
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "memory" in controllers.split(",") or controllers == "":
-                return path
+        with open("/proc/self/cgroup", encoding="ascii") as lines:
+            for line in lines:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "memory" in controllers.split(",") or controllers == "":
+                    return path
     except (OSError, ValueError):
         pass
     return None

@@ -21,6 +21,11 @@ How it allocates, and why:
 * ``MADV_NOHUGEPAGE``: a touched byte charges one page, never 2 MiB, so the slope is smooth.
 * Holding blocks in ``poll`` on the parent pipe and a signal wake-up pipe: no CPU is burnt.
 
+Progress goes two ways: a JSON status file replaced a few times per second (for people and the
+timeline), and an 8-byte counter in a shared file mapping (``<id>.progress``) updated after every
+MiB without a system call, so what was reached is known to the MiB even when the kernel
+OOM-kills the engine between two status writes.
+
 It ends itself on SIGTERM/SIGINT/SIGHUP, when the parent pipe reaches EOF (the process that
 started it is gone, however it died), and at ``--deadline`` seconds after it started.
 Exit codes: 0 completed, 2 bad arguments, 3 stopped by a signal, 4 parent gone, 5 deadline.
@@ -35,6 +40,7 @@ kept: a fragmented heap.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import json
@@ -42,6 +48,7 @@ import mmap
 import os
 import select
 import signal
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -70,6 +77,7 @@ EXIT_DONE, EXIT_USAGE, EXIT_STOPPED, EXIT_PARENT_GONE, EXIT_DEADLINE = 0, 2, 3, 
 RELEASES = ("all", "fragmented")
 
 _RAMP_STEP = 0.01  # seconds between pacing steps
+_CHUNK = 1 << 20  # bytes written between two updates of the progress counter
 _RAMP_REPORT = 0.1  # seconds between status writes while ramping
 _HOLD_REPORT = 0.5  # ... and while holding
 _MADV_NOHUGEPAGE = getattr(mmap, "MADV_NOHUGEPAGE", 15)
@@ -183,7 +191,14 @@ class _Libc:
         libc = ctypes.CDLL(None, use_errno=True)
         self.mmap = libc.mmap
         self.mmap.restype = ctypes.c_void_p
-        self.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        self.mmap.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        ]
         self.munmap = libc.munmap
         self.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         self.mprotect = libc.mprotect
@@ -195,7 +210,10 @@ class _Libc:
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
         address = self.mmap(None, length + PAGE, mmap.PROT_READ | mmap.PROT_WRITE, flags, -1, 0)
         if address is None or address == ctypes.c_void_p(-1).value:
-            raise OSError(ctypes.get_errno(), f"mmap of {length} bytes failed: {os.strerror(ctypes.get_errno())}")
+            raise OSError(
+                ctypes.get_errno(),
+                f"mmap of {length} bytes failed: {os.strerror(ctypes.get_errno())}",
+            )
         self.mprotect(address + length, PAGE, _PROT_NONE)
         self.madvise(address, length, _MADV_NOHUGEPAGE)  # best effort: older kernels say EINVAL
         return int(address)
@@ -217,9 +235,24 @@ class Engine:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.plan = plan_blocks(
-            args.size, fragmentation=args.fragmentation, small_block=args.small_block, large_block=args.large_block
+            args.size,
+            fragmentation=args.fragmentation,
+            small_block=args.small_block,
+            large_block=args.large_block,
         )
         self.meta: dict[str, Any] = json.loads(args.meta) if args.meta else {}
+        self.progress: mmap.mmap | None = None
+        if args.status:
+            fd = os.open(
+                args.status.removesuffix(".json") + ".progress",
+                os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+                0o600,
+            )
+            try:
+                os.ftruncate(fd, 8)
+                self.progress = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)
         self.libc = _Libc()
         self.addresses: list[int] = []
         self.freed: set[int] = set()
@@ -289,7 +322,10 @@ class Engine:
         path = self.args.status.removesuffix(".json") + ".blocks.jsonl"
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as out:
-            out.write(json.dumps({"id": self.args.id, "pid": os.getpid(), "page": PAGE, "guard": PAGE}) + "\n")
+            out.write(
+                json.dumps({"id": self.args.id, "pid": os.getpid(), "page": PAGE, "guard": PAGE})
+                + "\n"
+            )
             for address, (length, small) in zip(self.addresses, self.plan.blocks, strict=True):
                 out.write(json.dumps([address, length, "small" if small else "large"]) + "\n")
         os.replace(tmp, path)
@@ -303,10 +339,8 @@ class Engine:
             seconds = min(seconds, self.deadline - time.monotonic())
         for fd, _ in self.poller.poll(max(0, int(seconds * 1000 + 0.999))):
             if fd == self.wake_read:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_read, 64)
-                except BlockingIOError:
-                    pass
             elif fd == self.args.parent_fd:
                 try:
                     data = os.read(fd, 64)
@@ -334,9 +368,11 @@ class Engine:
         goal = min(_round_up(goal, PAGE), self.plan.size)
         while self.touched < goal:
             length = self.plan.blocks[self.block][0]
-            n = min(length - self.offset, goal - self.touched)
+            n = min(length - self.offset, goal - self.touched, _CHUNK)
             ctypes.memset(self.addresses[self.block] + self.offset, 0x5A, n)
             self.touched += n
+            if self.progress is not None:
+                self.progress[:8] = struct.pack("<Q", self.touched)
             self.offset += n
             if self.offset == length:
                 self.block += 1
@@ -345,7 +381,10 @@ class Engine:
     def ramp(self) -> None:
         rate = self.args.rate
         if rate <= 0:
-            self.touch_to(self.plan.size)
+            while self.touched < self.plan.size:
+                self.touch_to(self.touched + 16 * _CHUNK)
+                self.report()
+            self.check()
             return
         step = max(_RAMP_STEP, PAGE / rate)
         start = time.monotonic()
@@ -366,7 +405,11 @@ class Engine:
     def release(self) -> None:
         self.phase = "release"
         self.report(force=True)
-        indexes = self.plan.fragmented_release() if self.args.release == "fragmented" else range(len(self.addresses))
+        indexes = (
+            self.plan.fragmented_release()
+            if self.args.release == "fragmented"
+            else range(len(self.addresses))
+        )
         for index in indexes:
             self.libc.unmap_block(self.addresses[index], self.plan.blocks[index][0])
             self.freed.add(index)
@@ -393,16 +436,30 @@ class Engine:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chaosmem-stress-engine", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--id", required=True, help="the stressor id (also how chaosmem finds it again)")
+    parser = argparse.ArgumentParser(
+        prog="chaosmem-stress-engine", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--id", required=True, help="the stressor id (also how chaosmem finds it again)"
+    )
     parser.add_argument("--size", type=int, required=True, help="bytes to allocate")
     parser.add_argument("--rate", type=float, default=0.0, help="bytes per second (0: all at once)")
-    parser.add_argument("--fragmentation", type=float, default=0.0, help="share of bytes in small blocks, 0-1")
-    parser.add_argument("--hold", type=float, default=-1.0, help="seconds to hold (negative: until stopped)")
+    parser.add_argument(
+        "--fragmentation", type=float, default=0.0, help="share of bytes in small blocks, 0-1"
+    )
+    parser.add_argument(
+        "--hold", type=float, default=-1.0, help="seconds to hold (negative: until stopped)"
+    )
     parser.add_argument("--release", choices=RELEASES, default="all")
-    parser.add_argument("--deadline", type=float, default=0.0, help="end after this many seconds (0: no deadline)")
-    parser.add_argument("--status", default="", help="status file to replace a few times per second")
-    parser.add_argument("--parent-fd", type=int, default=-1, help="read end of a pipe: EOF means the parent is gone")
+    parser.add_argument(
+        "--deadline", type=float, default=0.0, help="end after this many seconds (0: no deadline)"
+    )
+    parser.add_argument(
+        "--status", default="", help="status file to replace a few times per second"
+    )
+    parser.add_argument(
+        "--parent-fd", type=int, default=-1, help="read end of a pipe: EOF means the parent is gone"
+    )
     parser.add_argument("--meta", default="", help="a JSON object copied into every status")
     parser.add_argument("--small-block", type=int, default=SMALL_BLOCK)
     parser.add_argument("--large-block", type=int, default=LARGE_BLOCK)
@@ -412,7 +469,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.size < 0 or not 0.0 <= args.fragmentation <= 1.0 or args.rate < 0:
-        print("chaosmem-stress-engine: size and rate must not be negative, fragmentation within 0-1", file=sys.stderr)
+        print(
+            "chaosmem-stress-engine: size and rate must not be negative, fragmentation within 0-1",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         return Engine(args).run()

@@ -49,7 +49,13 @@ class StressRequest:
         rate = self.rate / self.workers if self.rate else None
         hold = self.hold if self.hold is not None or not self.wait else 0.0
         return [
-            EngineSpec((base + (1 if i < extra else 0)) * PAGE, rate, self.fragmentation, hold, self.release)
+            EngineSpec(
+                (base + (1 if i < extra else 0)) * PAGE,
+                rate,
+                self.fragmentation,
+                hold,
+                self.release,
+            )
             for i in range(self.workers)
         ]
 
@@ -73,7 +79,12 @@ def inject(target: Cgroup, request: StressRequest, *, directory: Path) -> dict[s
             entry = ledger.record(
                 kind=STRESSOR_KIND,
                 target=target.spec,
-                undo={"id": stressor_id, "cgroup": str(target.path), "status": str(status), "detach": request.detach},
+                undo={
+                    "id": stressor_id,
+                    "cgroup": str(target.path),
+                    "status": str(status),
+                    "detach": request.detach,
+                },
             )
             # NB: respawns keep the pressure on for ramp + hold; the grace is only for the engine
             # that is running when that window closes to finish on its own.
@@ -97,7 +108,11 @@ def inject(target: Cgroup, request: StressRequest, *, directory: Path) -> dict[s
 
 
 def _report(
-    target: Cgroup, request: StressRequest, specs: list[EngineSpec], supervisors: list[Supervisor], kills_before: int
+    target: Cgroup,
+    request: StressRequest,
+    specs: list[EngineSpec],
+    supervisors: list[Supervisor],
+    kills_before: int,
 ) -> dict[str, Any]:
     results = [s.result() for s in supervisors]
     spec = specs[0]
@@ -154,4 +169,8 @@ def stop(directory: Path, *, target: Cgroup | None, grace: float = 1.0) -> dict[
         if any(e.id == entry.id for e in ledger.read().open(kind=STRESSOR_KIND)):
             ledger.close(entry, "stopped")
         stopped.append({"id": entry.undo["id"], "cgroup": entry.undo.get("cgroup"), "pids": pids})
-    return {"stopped": stopped, "count": len(stopped), "pids": [p for s in stopped for p in s["pids"]]}
+    return {
+        "stopped": stopped,
+        "count": len(stopped),
+        "pids": [p for s in stopped for p in s["pids"]],
+    }

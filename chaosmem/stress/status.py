@@ -4,18 +4,31 @@
 report/timeline reads ``"bytes"`` from every ``STATE/stress/*.json``). The supervisor writes it
 too, but only when the engine cannot: right after the spawn (so the pid is there at once) and
 after the kernel OOM-killed it (``"phase": "killed"``). Block addresses go to
-``<id>.blocks.jsonl`` and the engine's output to ``<id>.log``; neither matches ``*.json``.
+``<id>.blocks.jsonl``, the exact progress counter to ``<id>.progress`` and the engine's output
+to ``<id>.log``; none of them matches ``*.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PHASES", "blocks_path", "log_path", "read_blocks", "read_status", "status_path", "stress_dir", "update_status"]
+__all__ = [
+    "PHASES",
+    "blocks_path",
+    "log_path",
+    "progress_path",
+    "read_blocks",
+    "read_progress",
+    "read_status",
+    "status_path",
+    "stress_dir",
+    "update_status",
+]
 
 PHASES = ("ramp", "hold", "release", "done", "killed")
 
@@ -32,6 +45,19 @@ def status_path(directory: Path, stressor_id: str) -> Path:
 
 def blocks_path(status: Path) -> Path:
     return status.with_name(status.name.removesuffix(".json") + ".blocks.jsonl")
+
+
+def progress_path(status: Path) -> Path:
+    return status.with_name(status.name.removesuffix(".json") + ".progress")
+
+
+def read_progress(status: Path) -> int:
+    """The bytes the engine had written, to the MiB, from its shared counter (0 when none)."""
+    try:
+        data = progress_path(status).read_bytes()
+    except OSError:
+        return 0
+    return struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else 0
 
 
 def log_path(status: Path) -> Path:

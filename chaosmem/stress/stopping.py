@@ -9,6 +9,8 @@ pid is never signalled. Candidates come from the status file and from the cgroup
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import signal
 import time
@@ -37,7 +39,7 @@ def is_stressor(pid: int, stressor_id: str) -> bool:
     argv = _cmdline(pid)
     if not any(arg.endswith(_ENGINE_MARKS) for arg in argv):
         return False
-    return any(arg == "--id" and value == stressor_id for arg, value in zip(argv, argv[1:], strict=False))
+    return any(arg == "--id" and value == stressor_id for arg, value in itertools.pairwise(argv))
 
 
 def find_engines(stressor_id: str, *, cgroup: Path | None, status: Path | None) -> list[int]:
@@ -48,10 +50,8 @@ def find_engines(stressor_id: str, *, cgroup: Path | None, status: Path | None) 
         if isinstance(pid, int):
             candidates.append(pid)
     if cgroup is not None:
-        try:
+        with contextlib.suppress(OSError):
             candidates += [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
-        except OSError:
-            pass
     return sorted({pid for pid in candidates if is_stressor(pid, stressor_id)})
 
 
@@ -62,10 +62,8 @@ def stop_processes(stressor_id: str, pids: list[int], *, grace: float) -> list[i
     left = list(pids)
     while left:
         for pid in left:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         time.sleep(0.02)
         left = [pid for pid in left if is_stressor(pid, stressor_id)]
         if time.monotonic() > deadline:
@@ -85,8 +83,13 @@ def stop_entry(entry: Entry, *, grace: float = 1.0) -> list[int]:
     supervisor = live_supervisor(stressor_id)
     if supervisor is not None:
         ended += supervisor.stop(grace=grace)
-    ended += [p for p in stop_processes(stressor_id, find_engines(stressor_id, cgroup=cgroup, status=status),
-                                        grace=grace) if p not in ended]
+    ended += [
+        p
+        for p in stop_processes(
+            stressor_id, find_engines(stressor_id, cgroup=cgroup, status=status), grace=grace
+        )
+        if p not in ended
+    ]
     if status is not None and status.exists() and supervisor is None and ended:
         update_status(status, phase="done", reason="stopped")
     return ended

@@ -32,7 +32,7 @@ from typing import Any
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger
 from chaosmem.stress import engine
-from chaosmem.stress.status import log_path, read_status, update_status
+from chaosmem.stress.status import log_path, read_progress, read_status, update_status
 from chaosmem.targets.cgroup import Cgroup
 
 __all__ = ["ENGINE_PATH", "EngineSpec", "Supervisor", "live_supervisor"]
@@ -71,7 +71,15 @@ class EngineSpec:
     def ramp_seconds(self) -> float:
         return self.size / self.rate if self.rate else 0.0
 
-    def argv(self, *, stressor_id: str, status: Path, parent_fd: int, deadline: float | None, meta: dict[str, Any]) -> list[str]:
+    def argv(
+        self,
+        *,
+        stressor_id: str,
+        status: Path,
+        parent_fd: int,
+        deadline: float | None,
+        meta: dict[str, Any],
+    ) -> list[str]:
         return [
             sys.executable, "-I", "-S", ENGINE_PATH,
             "--id", stressor_id,
@@ -122,11 +130,15 @@ class Supervisor:
         self.started_at = time.monotonic()
         with _LIVE_LOCK:
             _LIVE[self.stressor_id] = self
-        self._thread = threading.Thread(target=self._run, name=f"chaosmem-stress-{self.stressor_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"chaosmem-stress-{self.stressor_id}", daemon=True
+        )
         self._thread.start()
         if not self._first.wait(timeout) or not self.pids:
             self._stopping.set()
-            raise ChaosmemError(f"stressor {self.stressor_id} could not start in {self.group.path}: {self.error}")
+            raise ChaosmemError(
+                f"stressor {self.stressor_id} could not start in {self.group.path}: {self.error}"
+            )
         return self.pids[0]
 
     @property
@@ -169,7 +181,11 @@ class Supervisor:
         }
         read_end, write_end = (-1, None) if self.detach else os.pipe()
         argv = self.spec.argv(
-            stressor_id=self.stressor_id, status=self.status, parent_fd=read_end, deadline=self._remaining(), meta=meta
+            stressor_id=self.stressor_id,
+            status=self.status,
+            parent_fd=read_end,
+            deadline=self._remaining(),
+            meta=meta,
         )
         try:
             with log_path(self.status).open("ab") as log:
@@ -188,7 +204,15 @@ class Supervisor:
         finally:
             if read_end >= 0:
                 os.close(read_end)
-        update_status(self.status, **meta, id=self.stressor_id, pid=process.pid, phase="ramp", bytes=0, size=self.spec.size)
+        update_status(
+            self.status,
+            **meta,
+            id=self.stressor_id,
+            pid=process.pid,
+            phase="ramp",
+            bytes=0,
+            size=self.spec.size,
+        )
         return process, write_end
 
     def _oom_count(self) -> int | None:
@@ -220,18 +244,20 @@ class Supervisor:
                         os.close(write_end)
                 self.exits.append(code)
                 last = read_status(self.status) or {}
-                self.reached = max(self.reached, int(last.get("touched", last.get("bytes", 0)) or 0))
+                touched = int(last.get("touched", last.get("bytes", 0)) or 0)
+                self.reached = max(self.reached, touched, read_progress(self.status))
                 after = self._oom_count()
                 killed = code == -signal.SIGKILL and not self._stopping.is_set()
                 oom = killed and before is not None and after is not None and after > before
                 if oom:
                     self.kills += 1
-                    update_status(self.status, phase="killed", oom_killed=True, kills=self.kills, exit=code)
-                window = None if self.respawn_until is None else self.respawn_until - time.monotonic()
-                if oom and self.respawn and not self._stopping.is_set() and (window is None or window > _RESPAWN_PAUSE):
-                    if self._entry_open() and not self._stopping.wait(_RESPAWN_PAUSE):
-                        generation += 1
-                        continue
+                    update_status(
+                        self.status, phase="killed", oom_killed=True, kills=self.kills, exit=code, bytes=0,
+                        reached=read_progress(self.status),
+                    )  # fmt: skip
+                if oom and self._respawn_now():
+                    generation += 1
+                    continue
                 self.outcome = self._classify(code, oom)
                 if self.outcome == "failed":
                     self.error = f"the engine exited with code {code}; see {log_path(self.status)}"
@@ -243,10 +269,25 @@ class Supervisor:
                 _LIVE.pop(self.stressor_id, None)
             self._close_entry()
 
+    def _respawn_now(self) -> bool:
+        """After an OOM kill: whether to start again (after a short pause a stop can cut)."""
+        if not self.respawn or self._stopping.is_set():
+            return False
+        if (
+            self.respawn_until is not None
+            and self.respawn_until - time.monotonic() <= _RESPAWN_PAUSE
+        ):
+            return False
+        return self._entry_open() and not self._stopping.wait(_RESPAWN_PAUSE)
+
     def _classify(self, code: int, oom: bool) -> str:
         if oom:
             return "oom-killed"
-        if self._stopping.is_set() and code in (-signal.SIGTERM, -signal.SIGKILL, engine.EXIT_STOPPED):
+        if self._stopping.is_set() and code in (
+            -signal.SIGTERM,
+            -signal.SIGKILL,
+            engine.EXIT_STOPPED,
+        ):
             return "stopped"
         if code < 0:
             return f"killed-by-{signal.Signals(-code).name}"
