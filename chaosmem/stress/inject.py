@@ -169,8 +169,10 @@ def stop(directory: Path, *, target: Cgroup | None, grace: float = 1.0) -> dict[
         if any(e.id == entry.id for e in ledger.read().open(kind=STRESSOR_KIND)):
             ledger.close(entry, "stopped")
         stopped.append({"id": entry.undo["id"], "cgroup": entry.undo.get("cgroup"), "pids": pids})
+    pids = [p for s in stopped for p in s["pids"]]
     return {
         "stopped": stopped,
         "count": len(stopped),
-        "pids": [p for s in stopped for p in s["pids"]],
+        "pids": pids,
+        "summary": f"stopped {len(stopped)} stressor(s), ended pids {pids}",
     }
