@@ -88,12 +88,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _own_cgroup() -> str | None:
+    """Where the foreground engine's pages are charged: this process's memory cgroup directory."""
+    from chaosmem.errors import ChaosmemError
+    from chaosmem.targets.mounts import memory_cgroup_of
+
     try:
-        with open("/proc/self/cgroup", encoding="ascii") as lines:
-            for line in lines:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                if "memory" in controllers.split(",") or controllers == "":
-                    return path
-    except (OSError, ValueError):
-        pass
-    return None
+        return str(memory_cgroup_of("self"))
+    except (ChaosmemError, OSError):
+        return None
