@@ -78,18 +78,29 @@ def test_reads_stressors_and_the_latest_replay(tmp_path: Path) -> None:
     (replay / "seconds.jsonl").write_text(json.dumps(old) + "\n")
 
     recorder = Recorder(
-        directory=tmp_path / "run", interval=0.1, targets=[], configuration={"chaosmem_state_dir": str(state)}
+        directory=tmp_path / "run",
+        interval=0.1,
+        targets=[],
+        configuration={"chaosmem_state_dir": str(state)},
     )
     recorder.start()
     with (replay / "seconds.jsonl").open("a") as handle:
         for n in range(3):
-            line = {"t": time.time(), "sent": 10, "completed": 10 - n, "status": {"200": 9 - n, "503": 1},
-                    "errors": {}, "lag_p99_ms": 5.0 + n}
+            line = {
+                "t": time.time(),
+                "sent": 10,
+                "completed": 10 - n,
+                "status": {"200": 9 - n, "503": 1},
+                "errors": {},
+                "lag_p99_ms": 5.0 + n,
+            }
             handle.write(json.dumps(line) + "\n")
         handle.write('{"t": ')  # half a line: the next tick reads it once complete
         handle.flush()
         time.sleep(0.35)
-        handle.write(json.dumps(time.time()) + ', "sent": 1, "completed": 1, "status": {"200": 1}}\n')
+        handle.write(
+            json.dumps(time.time()) + ', "sent": 1, "completed": 1, "status": {"200": 1}}\n'
+        )
     time.sleep(0.35)
     records = recorder.stop()
 
@@ -107,13 +118,18 @@ def test_a_target_that_cannot_be_read_is_recorded_not_raised(tmp_path: Path) -> 
         raise FileNotFoundError("no such cgroup")
 
     recorder = Recorder(
-        directory=tmp_path, interval=0.1, targets=[{"type": "service", "name": "orders"}],
-        configuration={"chaosmem_state_dir": str(tmp_path / "s")}, resolve=resolve,
+        directory=tmp_path,
+        interval=0.1,
+        targets=[{"type": "service", "name": "orders"}],
+        configuration={"chaosmem_state_dir": str(tmp_path / "s")},
+        resolve=resolve,
     )
     recorder.start()
     time.sleep(0.15)
     rows = [s["targets"][0] for s in samples(recorder.stop())]
-    assert rows and all(r == {"name": "orders", "error": "FileNotFoundError: no such cgroup"} for r in rows)
+    assert rows and all(
+        r == {"name": "orders", "error": "FileNotFoundError: no such cgroup"} for r in rows
+    )
 
 
 @pytest.mark.parametrize("interval", [0, -1, 0.001, float("nan"), True, "1s"])

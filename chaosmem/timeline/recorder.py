@@ -61,13 +61,19 @@ class Recorder:
             or not math.isfinite(interval)
             or interval < MIN_INTERVAL
         ):
-            raise InvalidArgument("interval", interval, f"a number of seconds of at least {MIN_INTERVAL}")
+            raise InvalidArgument(
+                "interval", interval, f"a number of seconds of at least {MIN_INTERVAL}"
+            )
         if not isinstance(targets, list) or not all(isinstance(t, Mapping) for t in targets):
             raise InvalidArgument("targets", targets, "a list of target objects")
         self.directory = Path(directory)
         self.interval = float(interval)
         self.configuration = configuration
-        if not targets and configuration and isinstance(configuration.get("chaosmem_target"), Mapping):
+        if (
+            not targets
+            and configuration
+            and isinstance(configuration.get("chaosmem_target"), Mapping)
+        ):
             targets = [dict(configuration["chaosmem_target"])]
         self.targets = [dict(t) for t in targets]
         self._resolve = resolve
@@ -133,7 +139,7 @@ class Recorder:
         for source in self._sources:
             try:
                 value = source.sample()
-            except Exception as exc:  # noqa: BLE001 - one source must not blind the others
+            except Exception as exc:
                 value = {"error": f"{type(exc).__name__}: {exc}"}
             if value is not None:
                 record[source.key] = value
@@ -142,7 +148,7 @@ class Recorder:
         self.cpu_seconds += time.thread_time() - cpu
 
     def mark(self, event: str, **fields: Any) -> None:
-        """Note a moment (``activity-start``, ``activity-end``, ``oom-kill`` …) at the time of the call."""
+        """Note a moment (``activity-start``, ``activity-end``, ``oom-kill`` …) as of now."""
         if not isinstance(event, str) or not event:
             raise InvalidArgument("event", event, "a non-empty string")
         self._open()

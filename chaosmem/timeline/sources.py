@@ -88,7 +88,7 @@ def build_sources(setup: SourceSetup) -> list[Source]:
     for key, factory in _FACTORIES.items():
         try:
             source = factory(setup)
-        except Exception as exc:  # noqa: BLE001 - a broken source must not stop the run
+        except Exception as exc:
             logger.warning("chaosmem timeline: source %r is off: %s", key, exc)
             continue
         if source is not None:
@@ -154,7 +154,7 @@ class TargetsSource:
                 row["limit"] = target.memory_limit()
                 row["usage"] = target.memory_usage()
                 row["oom_kills"] = target.oom_kill_count()
-            except Exception as exc:  # noqa: BLE001 - a vanished target is data, not a crash
+            except Exception as exc:
                 self.resolved.pop(index, None)
                 row["error"] = f"{type(exc).__name__}: {exc}"
                 if row["error"] not in self.reported:
@@ -262,7 +262,9 @@ class TrafficSource:
                 if isinstance(bucket, dict):
                     for name, count in bucket.items():
                         into[str(name)] = into.get(str(name), 0) + int(count)
-        lags = [float(x["lag_p99_ms"]) for x in lines if isinstance(x.get("lag_p99_ms"), int | float)]
+        lags = [
+            float(x["lag_p99_ms"]) for x in lines if isinstance(x.get("lag_p99_ms"), int | float)
+        ]
         return {
             "replay": replay,
             "seconds": len(lines),
