@@ -27,16 +27,11 @@ def own_memory_cgroup() -> Path | None:
     return None
 
 
-class ChildCgroup:
-    """A child memory cgroup with a limit; ``remove()`` kills what runs in it and deletes it."""
+class CgroupV1:
+    """Reads a v1 memory cgroup the way a cgroup target does."""
 
-    def __init__(self, limit: int) -> None:
-        parent = own_memory_cgroup()
-        if parent is None:
-            raise RuntimeError("no writable cgroup v1 memory controller")
-        self.path = parent / f"chaosmem-test-{uuid.uuid4().hex[:8]}"
-        self.path.mkdir()
-        (self.path / "memory.limit_in_bytes").write_text(str(limit))
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def memory_limit(self) -> int | None:
         value = int((self.path / "memory.limit_in_bytes").read_text())
@@ -50,6 +45,18 @@ class ChildCgroup:
             if line.startswith("oom_kill "):
                 return int(line.split()[1])
         return 0
+
+
+class ChildCgroup(CgroupV1):
+    """A child memory cgroup with a limit; ``remove()`` kills what runs in it and deletes it."""
+
+    def __init__(self, limit: int) -> None:
+        parent = own_memory_cgroup()
+        if parent is None:
+            raise RuntimeError("no writable cgroup v1 memory controller")
+        super().__init__(parent / f"chaosmem-test-{uuid.uuid4().hex[:8]}")
+        self.path.mkdir()
+        (self.path / "memory.limit_in_bytes").write_text(str(limit))
 
     def run_allocating(self, size: int) -> subprocess.Popen[bytes]:
         """A Python child, moved into this cgroup first, that touches ``size`` bytes."""

@@ -20,6 +20,7 @@ from chaosmem.units import format_duration
 __all__ = ["render_charts"]
 
 MIB = float(1 << 20)
+_LINE = {"width": 2.5, "linejoin": "round"}
 _STYLE = Style(
     background="#ffffff",
     plot_background="#ffffff",
@@ -56,7 +57,6 @@ def _chart(title: str, y_title: str, formatter: Callable[[float], str]) -> pygal
         js=[],
         disable_xml_declaration=True,
         legend_at_bottom=True,
-        legend_at_bottom_columns=3,
         truncate_legend=-1,
         x_title="time since the run started",
         y_title=y_title,
@@ -65,7 +65,6 @@ def _chart(title: str, y_title: str, formatter: Callable[[float], str]) -> pygal
         include_x_axis=True,
         show_minor_x_labels=False,
         x_labels_major_count=8,
-        stroke_style={"width": 2},
         margin=12,
     )
     chart.add_xml_filter(_drop_scripts)
@@ -86,7 +85,7 @@ def memory_chart(series: dict[str, Any]) -> str | None:
         return None
     chart = _chart("Memory: usage against the limit", "MiB", _mib)
     for row in rows:
-        chart.add(f"{row['name']} usage", _scaled(row["usage"], MIB))
+        chart.add(f"{row['name']} usage", _scaled(row["usage"], MIB), stroke_style=_LINE)
         if row["limit"]:
             chart.add(
                 f"{row['name']} limit",
@@ -112,12 +111,13 @@ def traffic_chart(series: dict[str, Any]) -> str | None:
     chart = _chart(
         "Traffic: requests per second and 503 ratio", "requests/s", lambda y: f"{y:,.1f}"
     )
-    chart.add("completed req/s", [(p[0], p[1]) for p in series["rps"]])
+    chart.add("completed req/s", [(p[0], p[1]) for p in series["rps"]], stroke_style=_LINE)
     if series["ratio_503"]:
         chart.add(
             "503 ratio (%, right axis)",
             [(p[0], p[1] * 100) for p in series["ratio_503"]],
             secondary=True,
+            stroke_style=_LINE,
             formatter=lambda y: f"{y:.1f}%",
         )
     rendered: str = chart.render(is_unicode=True)
@@ -129,7 +129,7 @@ def replicas_chart(series: dict[str, Any]) -> str | None:
         return None
     chart = _chart("Autoscaling: replicas", "replicas", lambda y: f"{y:.0f}")
     for name, points in series["replicas"].items():
-        chart.add(name, [(p[0], p[1]) for p in points], show_dots=True, dots_size=2)
+        chart.add(name, [(p[0], p[1]) for p in points], stroke_style=_LINE)
     rendered: str = chart.render(is_unicode=True)
     return rendered
 
@@ -139,7 +139,7 @@ def go_chart(series: dict[str, Any]) -> str | None:
         return None
     chart = _chart("Go runtime memory", "MiB", _mib)
     for name, points in series["go"].items():
-        chart.add(name, _scaled(points, MIB))
+        chart.add(name, _scaled(points, MIB), stroke_style=_LINE)
     rendered: str = chart.render(is_unicode=True)
     return rendered
 

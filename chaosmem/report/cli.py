@@ -72,7 +72,11 @@ def _write(path: Path, text: str, name: str) -> None:
 def _report(args: argparse.Namespace) -> int:
     paths = _journals(args.journals)
     fmt = _format(args)
-    text = render(build_report(paths, redact_env=args.redact_env), fmt)
+    report = build_report(paths, redact_env=args.redact_env)
+    for e in report["experiments"]:
+        for warning in e["redaction_warnings"]:
+            print(f"chaosmem report: {e['source']}: {warning}", file=sys.stderr)
+    text = render(report, fmt)
     if args.output == "-":
         sys.stdout.write(text)
         return 0

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chaosmem.report.journal import as_dict, chaosmem_extension
-from chaosmem.report.redact import redact
+from chaosmem.report.redact import redact, unknown_env_values
 from chaosmem.report.series import build_series, thin
 from chaosmem.report.verdict import SEVERITY, describe_tolerance, failure_message, judge, worst
 from chaosmem.timeline.sources import target_label
@@ -167,6 +167,11 @@ def experiment_context(
     known = [x for x in (start, first) if x is not None]
     zero = min(known) if known else 0.0
     verdict = judge(clean)
+    env_warnings = [
+        f"${name} fed a secret when the experiment ran but is not set where this report was "
+        "rendered, so its value could not be redacted: render reports in the run's environment"
+        for name in unknown_env_values(as_dict(journal.get("experiment")), environ)
+    ]
     series = thin(build_series(timeline, zero))
     runs = [r for r in clean.get("run") or [] if isinstance(r, Mapping)]
     method = [_activity(r, zero) for r in runs]
@@ -190,8 +195,9 @@ def experiment_context(
         "verdict": {
             "status": verdict.status,
             "reasons": verdict.reasons,
-            "warnings": verdict.warnings,
+            "warnings": verdict.warnings + env_warnings,
         },
+        "redaction_warnings": env_warnings,
         "chaos": {
             "status": clean.get("status"),
             "deviated": bool(clean.get("deviated")),

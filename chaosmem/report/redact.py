@@ -19,12 +19,13 @@ here; keep them out of probe outputs, or pass them with ``--redact``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "redact", "secret_values"]
+__all__ = ["REDACTED", "redact", "secret_values", "unknown_env_values"]
 
 REDACTED = "[redacted]"
 MIN_SUBSTRING = 4
@@ -70,29 +71,86 @@ def secret_values(
     return {value for value in found if value.strip()}
 
 
+def _env_keys(item: Any) -> Iterable[str]:
+    if isinstance(item, Mapping):
+        if item.get("type") == "env" and isinstance(item.get("key"), str):
+            yield item["key"]
+            return
+        for value in item.values():
+            yield from _env_keys(value)
+
+
+def unknown_env_values(
+    experiment: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Environment variables that fed secrets at run time but are not set here: their values may
+    sit in probe outputs and cannot be recognised. Reports say so instead of staying silent."""
+    env = os.environ if environ is None else environ
+    keys = list(_env_keys(experiment.get("secrets")))
+    configuration = experiment.get("configuration")
+    if isinstance(configuration, Mapping):
+        keys += [
+            k
+            for v in configuration.values()
+            if isinstance(v, Mapping) and v.get("type") in _SECRET_CONFIG_TYPES
+            for k in _env_keys(v)
+        ]
+    return sorted({k for k in keys if not env.get(k)})
+
+
 class _Scrubber:
+    """Walks parsed JSON (dicts, lists, str, numbers) — by exact type, which is what keeps a
+    10,000-sample timeline fast to scrub."""
+
     def __init__(self, values: set[str]) -> None:
         self.exact = values
-        long = sorted((v for v in values if len(v) >= MIN_SUBSTRING), key=len, reverse=True)
-        self.pattern = re.compile("|".join(re.escape(v) for v in long)) if long else None
+        self.numeric = {v for v in values if _looks_numeric(v)}
+        self.long = sorted((v for v in values if len(v) >= MIN_SUBSTRING), key=len, reverse=True)
+        self.pattern = re.compile("|".join(re.escape(v) for v in self.long)) if self.long else None
+        self.sensitive: dict[str, bool] = {}
+
+    def _is_sensitive(self, key: str) -> bool:
+        found = self.sensitive.get(key)
+        if found is None:
+            found = self.sensitive[key] = bool(_SENSITIVE_KEY.search(key))
+        return found
 
     def text(self, value: str) -> str:
         if value in self.exact:
             return REDACTED
         return self.pattern.sub(REDACTED, value) if self.pattern else value
 
-    def __call__(self, item: Any, *, key: str | None = None) -> Any:
-        if key is not None and _SENSITIVE_KEY.search(key) and not isinstance(item, Mapping | list):
-            return REDACTED if item is not None else None
-        if isinstance(item, str):
+    def __call__(self, item: Any) -> Any:
+        kind = type(item)
+        if kind is str:
             return self.text(item)
-        if isinstance(item, Mapping):
-            return {k: self(v, key=str(k)) for k, v in item.items()}
-        if isinstance(item, list):
-            return [self(v) for v in item]
-        if isinstance(item, int | float) and not isinstance(item, bool) and str(item) in self.exact:
+        if kind is dict:
+            copy: dict[str, Any] = {}
+            for key, value in item.items():
+                if (
+                    self._is_sensitive(str(key))
+                    and type(value) not in (dict, list)
+                    and value is not None
+                ):
+                    copy[key] = REDACTED
+                else:
+                    copy[key] = self(value)
+            return copy
+        if kind is list:
+            return [self(value) for value in item]
+        if self.numeric and kind in (int, float) and str(item) in self.numeric:
             return REDACTED
+        if isinstance(item, Mapping):
+            return self(dict(item))
         return item
+
+
+def _looks_numeric(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _mask_experiment(experiment: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,7 +180,32 @@ def redact(
     experiment = journal.get("experiment")
     experiment = experiment if isinstance(experiment, Mapping) else {}
     values = secret_values(experiment, environ) | {v for v in extra if v}
+    scrub = _Scrubber(values)
     copy = dict(journal)
     copy["experiment"] = _mask_experiment(experiment)
-    scrubbed: dict[str, Any] = _Scrubber(values)(copy)
+    # NB: timeline samples are chaosmem's own fixed-schema records and by far the bulk of a long
+    # journal: their strings are scrubbed in one pass over their JSON text instead of one by one.
+    extensions = copy.pop("extensions", None)
+    scrubbed: dict[str, Any] = scrub(copy)
+    if isinstance(extensions, list):
+        scrubbed["extensions"] = [_scrub_extension(scrub, e) for e in extensions]
+    elif extensions is not None:
+        scrubbed["extensions"] = scrub(extensions)
     return scrubbed
+
+
+def _scrub_extension(scrub: _Scrubber, extension: Any) -> Any:
+    if not isinstance(extension, dict) or not isinstance(extension.get("timeline"), list):
+        return scrub(extension)
+    timeline = extension["timeline"]
+    samples = [r for r in timeline if isinstance(r, dict) and r.get("kind") == "sample"]
+    others = scrub([r for r in timeline if not (isinstance(r, dict) and r.get("kind") == "sample")])
+    if scrub.pattern is not None and samples:
+        escaped = re.compile(
+            "|".join(
+                re.escape(json.dumps(v)[1:-1]) for v in sorted(scrub.long, key=len, reverse=True)
+            )
+        )
+        samples = json.loads(escaped.sub(REDACTED, json.dumps(samples)))
+    merged = sorted(samples + others, key=lambda r: r.get("t", 0) if isinstance(r, dict) else 0)
+    return {**scrub({k: v for k, v in extension.items() if k != "timeline"}), "timeline": merged}

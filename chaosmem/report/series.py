@@ -59,9 +59,9 @@ def steps(points: list[Point]) -> list[Point]:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    # NB: exact types: bool is an int, and this runs a dozen times per sample.
+    kind = type(value)
+    return float(value) if kind is int or kind is float else None
 
 
 def _mark_target(mark: Mapping[str, Any]) -> str | None:
@@ -72,9 +72,11 @@ def _mark_target(mark: Mapping[str, Any]) -> str | None:
 
 
 def _replicas(value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
     if (number := _number(value)) is not None:
         return {"replicas": number}
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return {str(k): n for k, v in value.items() if (n := _number(v)) is not None}
     return {}
 
@@ -109,7 +111,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             continue
         samples += 1
         for row in record.get("targets") or []:
-            if not isinstance(row, Mapping):
+            if type(row) is not dict:
                 continue
             entry = targets.setdefault(
                 str(row.get("name", "?")), {"usage": [], "limit": [], "oom_counts": [], "errors": 0}
@@ -123,10 +125,10 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             if (killed := _number(row.get("oom_kills"))) is not None:
                 entry["oom_counts"].append([x, killed])
         held = record.get("stress")
-        if isinstance(held, Mapping) and (value := _number(held.get("bytes"))) is not None:
+        if type(held) is dict and (value := _number(held.get("bytes"))) is not None:
             stress.append([x, value])
         traffic = record.get("traffic")
-        if isinstance(traffic, Mapping) and (seconds := _number(traffic.get("seconds"))):
+        if type(traffic) is dict and (seconds := _number(traffic.get("seconds"))):
             completed = _number(traffic.get("completed")) or 0.0
             rps.append([x, completed / seconds])
             status = as_dict(traffic.get("status"))
@@ -145,7 +147,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
         for name, value in _replicas(record.get("replicas")).items():
             replicas.setdefault(name, []).append([x, value])
         memstats = record.get("go")
-        if isinstance(memstats, Mapping):
+        if type(memstats) is dict:
             for name, raw in memstats.items():
                 if (value := _number(raw)) is not None:
                     go.setdefault(str(name), []).append([x, value])
@@ -166,7 +168,8 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
         ]
         kills = exact or derived
         for kill in kills:
-            earlier = [p for p in entry["usage"] if p[0] <= kill["x"]]
+            # NB: drawn at the usage just before the kill: the sample after it shows the drop.
+            earlier = [p for p in entry["usage"] if p[0] < kill["x"]]
             kill["usage"] = earlier[-1][1] if earlier else None
         limits = [p[1] for p in entry["limit"]]
         target_rows.append(
