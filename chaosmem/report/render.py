@@ -49,12 +49,18 @@ def _size(value: Any) -> str:
     return "—" if value is None else format_size(float(value))
 
 
+def _seconds(value: Any) -> str:
+    # NB: past a minute, fractions of a second are noise: "+1h25m" reads, "+1h25m0.094s" does not.
+    seconds = max(0.0, float(value))
+    return format_duration(round(seconds) if seconds >= 60 else seconds)
+
+
 def _duration(value: Any) -> str:
-    return "—" if value is None else format_duration(max(0.0, float(value)))
+    return "—" if value is None else _seconds(value)
 
 
 def _offset(value: Any) -> str:
-    return "" if value is None else "+" + format_duration(max(0.0, float(value)))
+    return "" if value is None else "+" + _seconds(value)
 
 
 def _percent(value: Any, digits: int = 2) -> str:
