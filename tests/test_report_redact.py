@@ -1,4 +1,4 @@
-"""Redaction: what came from secrets never reaches a report, whatever part of the journal holds it."""
+"""Redaction: what came from secrets never reaches a report, wherever the journal holds it."""
 
 from __future__ import annotations
 

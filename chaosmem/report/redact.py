@@ -14,8 +14,9 @@ reach one. Before anything is rendered, the journal is copied with:
 Values shorter than :data:`MIN_SUBSTRING` characters are only replaced where a whole string equals
 them: replacing ``"on"`` inside every word would make the report unreadable and hide nothing.
 Numbers in timeline samples are measurements and stay numbers (a usage of 42 bytes is not a
-PIN of 42); their strings (target names) are scrubbed like the rest. Secrets the journal never names (a vault read at run time, ``--var-file`` values) cannot be known
-here; keep them out of probe outputs, or pass them with ``--redact``.
+PIN of 42); their strings (target names) are scrubbed like the rest. Secrets the journal never
+names (a vault read at run time, ``--var-file`` values) cannot be known here; keep them out of
+probe outputs, or pass them with ``--redact-env``.
 """
 
 from __future__ import annotations
