@@ -24,8 +24,11 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The main job: a real experiment against the local backend (a real cgroup, a real OOM kill).
 demo: setup
-	$(PY) -m chaosmem.demo
+	mkdir -p reports
+	CHAOSMEM_STATE_DIR=$(CURDIR)/.state $(VENV)/bin/chaos --no-log-file run \
+	  --journal-path reports/local-oom-journal.json experiments/local-oom.json
 
 test: setup
 	$(PY) -m pytest -q

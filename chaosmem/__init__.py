@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from chaoslib.discovery.discover import discover_actions, discover_probes, initialize_discovery_result
+from chaoslib.discovery.discover import (
+    discover_actions,
+    discover_probes,
+    initialize_discovery_result,
+)
 from chaoslib.types import DiscoveredActivities, Discovery
 
 __all__ = ["ACTIVITY_MODULES", "__version__", "discover"]

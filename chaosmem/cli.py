@@ -30,8 +30,21 @@ def _rollback(args: argparse.Namespace) -> int:
     directory = state_dir(config)
     steps = rollback(directory, run=args.run, dry_run=args.dry_run)
     if args.json:
-        print(json.dumps([{"entry": s.entry.id, "kind": s.entry.kind, "target": s.entry.target,
-                           "done": s.done, "error": s.error} for s in steps], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "entry": s.entry.id,
+                        "kind": s.entry.kind,
+                        "target": s.entry.target,
+                        "done": s.done,
+                        "error": s.error,
+                    }
+                    for s in steps
+                ],
+                indent=2,
+            )
+        )
     elif not steps:
         print(f"nothing to roll back in {directory}")
     for step in [] if args.json else steps:
@@ -50,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="undo every change chaosmem recorded and has not undone yet",
         description="Undo every open entry of the restore ledger, newest first. Safe to run twice.",
     )
-    undo.add_argument("--state-dir", help="the state directory (default: $CHAOSMEM_STATE_DIR or ~/.local/state/chaosmem)")
+    undo.add_argument(
+        "--state-dir",
+        help="the state directory (default: $CHAOSMEM_STATE_DIR or ~/.local/state/chaosmem)",
+    )
     undo.add_argument("--run", help="only the entries of this run id")
-    undo.add_argument("--dry-run", action="store_true", help="print what would be undone, change nothing")
+    undo.add_argument(
+        "--dry-run", action="store_true", help="print what would be undone, change nothing"
+    )
     undo.add_argument("--json", action="store_true", help="print the steps as JSON")
     undo.set_defaults(handler=_rollback)
     for name in COMMAND_MODULES:

@@ -135,7 +135,12 @@ def parse_ledger(text: str) -> LedgerRead:
                 pos = index[record["id"]]
                 old = result.entries[pos]
                 result.entries[pos] = Entry(
-                    **{**old.__dict__, "closed": True, "outcome": str(record["outcome"]), "closed_at": float(record["at"])}
+                    **{
+                        **old.__dict__,
+                        "closed": True,
+                        "outcome": str(record["outcome"]),
+                        "closed_at": float(record["at"]),
+                    }
                 )
             else:
                 raise ValueError(op)
@@ -184,7 +189,16 @@ class Ledger:
             at=time.time(),
             pid=os.getpid(),
         )
-        self._append({"op": "open", **{k: v for k, v in entry.__dict__.items() if k not in {"closed", "outcome", "closed_at"}}})
+        self._append(
+            {
+                "op": "open",
+                **{
+                    k: v
+                    for k, v in entry.__dict__.items()
+                    if k not in {"closed", "outcome", "closed_at"}
+                },
+            }
+        )
         return entry
 
     def close(self, entry: Entry | str, outcome: str) -> None:

@@ -41,7 +41,9 @@ def load_handlers() -> None:
         importlib.import_module(name)
 
 
-def rollback(directory: Path, *, run: str | None = None, dry_run: bool = False) -> list[RollbackStep]:
+def rollback(
+    directory: Path, *, run: str | None = None, dry_run: bool = False
+) -> list[RollbackStep]:
     """Undo every open entry (of ``run`` when given), newest first; safe to call again."""
     load_handlers()
     ledger = Ledger(directory)
@@ -52,7 +54,7 @@ def rollback(directory: Path, *, run: str | None = None, dry_run: bool = False) 
             continue
         try:
             steps.append(RollbackStep(entry, ledger.undo(entry)))
-        except Exception as exc:  # noqa: BLE001 - one failed undo must not stop the others
+        except Exception as exc:
             logger.error("chaosmem: could not undo %s: %s", entry.describe(), exc)
             steps.append(RollbackStep(entry, None, f"{type(exc).__name__}: {exc}"))
     return steps

@@ -31,5 +31,7 @@ def state_dir(configuration: Mapping[str, Any] | None = None, *, create: bool = 
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise InvalidArgument(STATE_DIR_KEY, str(path), f"a directory chaosmem can create ({exc.strerror})") from None
+            raise InvalidArgument(
+                STATE_DIR_KEY, str(path), f"a directory chaosmem can create ({exc.strerror})"
+            ) from None
     return path

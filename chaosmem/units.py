@@ -52,7 +52,9 @@ def parse_size(value: object, *, name: str, minimum: int = 0) -> int:
     elif isinstance(value, str):
         text = value.strip()
         if text.endswith("m"):
-            raise InvalidArgument(name, value, SIZE_EXPECTED + " ('m' is milli: did you mean 'Mi'?)")
+            raise InvalidArgument(
+                name, value, SIZE_EXPECTED + " ('m' is milli: did you mean 'Mi'?)"
+            )
         try:
             number = parse_quantity(text)
         except (ValueError, InvalidOperation, TypeError):
@@ -166,5 +168,9 @@ def format_duration(seconds: float) -> str:
         return f"{seconds * 1000:.0f}ms"
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(int(minutes), 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs:.3g}s" if secs else ""]
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs:.3g}s" if secs else "",
+    ]
     return "".join(parts) or "0s"

@@ -35,7 +35,9 @@ def check_bool(value: object, *, name: str) -> bool:
     return value
 
 
-def check_int(value: object, *, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_int(
+    value: object, *, name: str, minimum: int | None = None, maximum: int | None = None
+) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
@@ -58,7 +60,9 @@ def check_name(value: object, *, name: str) -> str:
     """A name that is safe as a single path component (services, runs)."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise InvalidArgument(
-            name, value, "a name of letters, digits, '.', '_' or '-' (at most 63), not starting with a symbol"
+            name,
+            value,
+            "a name of letters, digits, '.', '_' or '-' (at most 63), not starting with a symbol",
         )
     return value
 
@@ -118,6 +122,8 @@ def check_url(value: object, *, name: str, allow_remote: bool = False) -> str:
         raise InvalidArgument(name, value, "a URL with a port from 1 to 65535") from None
     if not allow_remote and not is_loopback_host(parts.hostname):
         raise InvalidArgument(
-            name, value, "a loopback URL (127.0.0.1, ::1, localhost); pass allow_remote=true to name another host"
+            name,
+            value,
+            "a loopback URL (127.0.0.1, ::1, localhost); pass allow_remote=true to name another host",
         )
     return text

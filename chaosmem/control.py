@@ -1,0 +1,260 @@
+"""The chaosmem Chaos Toolkit control: a run id, OOM-kill timestamps, and a guaranteed restore.
+
+Declare it in an experiment::
+
+    "controls": [{"name": "chaosmem", "provider": {"type": "python", "module": "chaosmem.control"}}]
+
+Why it exists: Chaos Toolkit's default rollback strategy skips the experiment's rollbacks when a
+run fails or is interrupted (SIGINT, SIGTERM) — exactly when a tightened limit or a running
+stressor most needs undoing. Controls still run then, so at the end of every run, however it
+ended, this control undoes every ledger entry the run left open. (A SIGKILLed run runs nothing;
+``chaosmem rollback`` undoes it later from the same ledger.)
+
+It also gives the run an id (every ledger entry of the run carries it, child processes inherit
+it), watches each local target's cgroup for OOM kills with exact times, and stores what it saw
+and restored in the journal under ``extensions`` (``{"name": "chaosmem", ...}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaoslib.exceptions import InterruptExecution
+from chaoslib.types import Configuration, Experiment, Journal, Secrets
+
+from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.ledger import set_current_run
+from chaosmem.local.actions import start_service
+from chaosmem.rollback import rollback
+from chaosmem.state import state_dir
+from chaosmem.targets import resolve_target
+from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets.oomwatch import OomEvent, OomWatcher
+
+__all__ = [
+    "after_activity_control",
+    "after_experiment_control",
+    "before_activity_control",
+    "before_experiment_control",
+    "cleanup_control",
+    "configure_control",
+]
+
+logger = logging.getLogger("chaostoolkit")
+EXTENSION_NAME = "chaosmem"
+
+
+@dataclass
+class _Run:
+    id: str
+    base: Path
+    directory: Path
+    configuration: Mapping[str, Any]
+    specs: list[dict[str, Any]]
+    started: float = field(default_factory=time.time)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    watchers: dict[str, OomWatcher] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def mark(self, event: str, **fields: Any) -> None:
+        with self.lock:
+            self.marks.append({"t": time.time(), "event": event, **fields})
+
+    def on_kill(self, kill: OomEvent) -> None:
+        self.mark("oom-kill", cgroup=kill.cgroup, count=kill.count, at=kill.at)
+
+    def watch_targets(self) -> None:
+        """Start an OOM watcher on every local target that can be resolved now (services appear
+        during the method, so this is retried after each activity; background activities end on
+        pool threads, hence the lock)."""
+        with self.lock:
+            specs = list(self.specs)
+        for spec in specs:
+            try:
+                target = resolve_target(spec, self.configuration)
+            except ChaosmemError:
+                continue
+            with self.lock:
+                if not isinstance(target, Cgroup) or str(target.path) in self.watchers:
+                    continue
+                try:
+                    self.watchers[str(target.path)] = OomWatcher(
+                        target, on_kill=self.on_kill
+                    ).start()
+                except ChaosmemError as exc:
+                    logger.debug("chaosmem: cannot watch %s for OOM kills: %s", target.path, exc)
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Undo what the run left open, stop watching, and return what was restored."""
+        for watcher in self.watchers.values():
+            watcher.check_now()  # a last look: kills just before the end still count
+            watcher.stop()
+        self.watchers.clear()
+        steps = rollback(self.base, run=self.id)
+        for step in steps:
+            if step.ok:
+                logger.info("chaosmem: %s", step.done)
+            else:
+                logger.error("chaosmem: could not undo %s: %s", step.entry.describe(), step.error)
+        return [
+            {"kind": s.entry.kind, "target": s.entry.target, "done": s.done, "error": s.error}
+            for s in steps
+        ]
+
+
+_current: _Run | None = None
+
+
+def _targets_in(
+    experiment: Mapping[str, Any], configuration: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Every distinct local target spec the experiment names (in arguments or configuration)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> Iterator[Any]:
+        if isinstance(node, Mapping):
+            if isinstance(node.get("target"), Mapping):
+                yield node["target"]
+            if node.get("func") == "start_service" and isinstance(node.get("arguments"), Mapping):
+                name = node["arguments"].get("name")
+                if isinstance(name, str):
+                    yield {"type": "service", "name": name}
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+
+    default = (configuration or {}).get("chaosmem_target")
+    candidates = (
+        [default, *walk(experiment)] if isinstance(default, Mapping) else list(walk(experiment))
+    )
+    for spec in candidates:
+        if spec.get("type") in {"cgroup", "process", "service"} and dict(spec) not in found:
+            found.append(dict(spec))
+    return found
+
+
+def configure_control(
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    settings: Any = None,
+    experiment: Experiment = None,
+    **arguments: Any,
+) -> None:
+    """Nothing to set up before the run: everything starts with the experiment."""
+
+
+def before_experiment_control(
+    context: Experiment,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **arguments: Any,
+) -> None:
+    global _current
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    base = state_dir(configuration)
+    directory = base / "runs" / run_id
+    directory.mkdir(parents=True, exist_ok=True)
+    set_current_run(run_id)
+    _current = _Run(
+        run_id, base, directory, dict(configuration or {}), _targets_in(context, configuration)
+    )
+    _current.mark("experiment-start", title=context.get("title"))
+    logger.info("chaosmem: run %s, state in %s", run_id, base)
+    _start_fixtures(_current, arguments.get("services"), configuration)
+    _current.watch_targets()
+
+
+def _start_fixtures(run: _Run, services: object, configuration: Configuration) -> None:
+    """Start the control's ``services`` before the steady-state hypothesis probes them.
+
+    Chaos Toolkit has no set-up phase, so a service the hypothesis checks must already run
+    when the experiment starts. A fixture that cannot start interrupts the run (Chaos Toolkit
+    would otherwise log a failed control at debug level and carry on without it).
+    """
+    if services is None:
+        return
+    try:
+        if not isinstance(services, list):
+            raise InvalidArgument("services", services, "a list of start_service argument objects")
+        for index, spec in enumerate(services):
+            if not isinstance(spec, dict):
+                raise InvalidArgument(
+                    f"services[{index}]", spec, "an object of start_service arguments"
+                )
+            result = start_service(**spec, configuration=configuration)
+            if result["target"] not in run.specs:
+                run.specs.append(result["target"])
+            run.mark(
+                "service-start", name=result["name"], pid=result["pid"], cgroup=result["cgroup"]
+            )
+    except (ChaosmemError, TypeError) as exc:
+        logger.error("chaosmem: a service of the control could not start: %s", exc)
+        raise InterruptExecution(f"chaosmem control: {exc}") from None
+
+
+def before_activity_control(context: dict[str, Any], **arguments: Any) -> None:
+    if _current is not None:
+        _current.mark("activity-start", name=context.get("name"), activity_type=context.get("type"))
+
+
+def after_activity_control(context: dict[str, Any], state: Any = None, **arguments: Any) -> None:
+    if _current is None:
+        return
+    status = state.get("status") if isinstance(state, Mapping) else None
+    _current.mark(
+        "activity-end", name=context.get("name"), activity_type=context.get("type"), status=status
+    )
+    _current.watch_targets()
+
+
+def after_experiment_control(
+    context: Experiment,
+    state: Journal = None,
+    configuration: Configuration = None,
+    **arguments: Any,
+) -> None:
+    """Restore everything the run left changed and add what happened to the journal."""
+    global _current
+    run, _current = _current, None
+    if run is None:
+        return
+    try:
+        run.mark(
+            "experiment-end", status=state.get("status") if isinstance(state, Mapping) else None
+        )
+        restored = run.finish()
+    finally:
+        set_current_run(None)
+    if isinstance(state, dict):
+        state.setdefault("extensions", []).append(
+            {
+                "name": EXTENSION_NAME,
+                "run": run.id,
+                "state_dir": str(run.base),
+                "targets": run.specs,
+                "marks": run.marks,
+                "oom_kills": [m for m in run.marks if m["event"] == "oom-kill"],
+                "restored": restored,
+            }
+        )
+
+
+def cleanup_control(**arguments: Any) -> None:
+    """Last resort: if the run ended without ``after_experiment_control`` (an error inside Chaos
+    Toolkit itself), restore here."""
+    global _current
+    run, _current = _current, None
+    if run is not None:
+        try:
+            run.finish()
+        finally:
+            set_current_run(None)

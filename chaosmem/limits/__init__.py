@@ -1,0 +1,1 @@
+"""Tighten and restore memory limits; probe limit, usage and OOM kills."""

@@ -1,0 +1,1 @@
+"""Services chaosmem starts itself, each in a memory cgroup of its own."""

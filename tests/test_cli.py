@@ -1,0 +1,51 @@
+"""The chaosmem command: usage errors name the argument; failures exit non-zero."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from chaosmem.ledger import Ledger
+
+CHAOSMEM = str(Path(sys.executable).parent / "chaosmem")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CHAOSMEM, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run("explode")
+    assert result.returncode == 2 and "invalid choice: 'explode'" in result.stderr
+
+
+def test_state_dir_that_cannot_exist() -> None:
+    result = run("rollback", "--state-dir", "/proc/self/nope")
+    assert result.returncode == 2
+    assert "argument 'chaosmem_state_dir': got '/proc/self/nope'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_entry_nobody_can_undo_is_reported_and_kept(tmp_path: Path) -> None:
+    (tmp_path / "ledger.jsonl").write_text(
+        json.dumps(
+            {
+                "op": "open",
+                "id": "a1",
+                "kind": "from-the-future",
+                "target": {},
+                "undo": {},
+                "run": None,
+                "at": 1.0,
+                "pid": 1,
+            }
+        )
+        + "\n"
+    )
+    result = run("rollback", "--state-dir", str(tmp_path), "--json")
+    assert result.returncode == 1
+    steps = json.loads(result.stdout)
+    assert steps[0]["kind"] == "from-the-future" and "cannot undo" in steps[0]["error"]
+    assert [e.id for e in Ledger(tmp_path).read().open()] == ["a1"]

@@ -1,0 +1,206 @@
+"""Real `chaos run`: the OOM experiment passes, and the limit comes back however the run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaosmem.targets.cgroup import Cgroup
+from tests.conftest import REPO, free_port
+
+CHAOS = str(Path(sys.executable).parent / "chaos")
+CHAOSMEM = str(Path(sys.executable).parent / "chaosmem")
+
+
+def run_chaos(
+    experiment: Path, journal: Path, env_state: Path, **kwargs: Any
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CHAOSMEM_STATE_DIR": str(env_state)}
+    return subprocess.Popen(
+        [CHAOS, "--no-log-file", "run", "--journal-path", str(journal), str(experiment)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )
+
+
+def test_local_oom_experiment_passes_and_cleans_up(tmp_path: Path) -> None:
+    port = str(free_port())
+    text = (REPO / "experiments" / "local-oom.json").read_text().replace("18931", port)
+    experiment = tmp_path / "local-oom.json"
+    experiment.write_text(text)
+    proc = run_chaos(experiment, tmp_path / "journal.json", tmp_path / "state")
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    outputs = {r["activity"]["name"]: r.get("output") for r in journal["run"]}
+    assert outputs["oom-kills-before"] == 0
+    assert outputs["oom-kills-after"] >= 1
+    assert outputs["limit-while-tight"] == 64 << 20
+    extension = next(e for e in journal["extensions"] if e["name"] == "chaosmem")
+    assert extension["oom_kills"] and extension["oom_kills"][0]["count"] == 1
+    service_cgroup = Path(extension["restored"][-1]["target"]["path"])
+    assert not service_cgroup.exists()  # the control stopped the service and removed its cgroup
+
+
+def tight_experiment(tmp_path: Path, group: Cgroup) -> Path:
+    experiment = {
+        "title": "hold a tight limit",
+        "description": "tightens a cgroup and waits, so the test can interrupt it",
+        "configuration": {"chaosmem_target": {"type": "cgroup", "path": str(group.path)}},
+        "controls": [
+            {"name": "chaosmem", "provider": {"type": "python", "module": "chaosmem.control"}}
+        ],
+        "method": [
+            {
+                "type": "action",
+                "name": "tighten",
+                "provider": {
+                    "type": "python",
+                    "module": "chaosmem.limits.actions",
+                    "func": "tighten_memory_limit",
+                    "arguments": {"limit": "64Mi"},
+                },
+                "pauses": {"after": 60},
+            },
+        ],
+        "rollbacks": [],
+    }
+    path = tmp_path / "tight.json"
+    path.write_text(json.dumps(experiment))
+    return path
+
+
+def wait_for_limit(group: Cgroup, value: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while group.memory_limit() != value:
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        assert time.monotonic() < deadline, "the limit never became tight"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_restores_the_limit(
+    tmp_path: Path, cgroup: Cgroup, sig: signal.Signals
+) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    proc = run_chaos(
+        tight_experiment(tmp_path, cgroup), tmp_path / "journal.json", tmp_path / "state"
+    )
+    wait_for_limit(cgroup, 64 << 20, proc)
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=60)[0].decode()
+    assert cgroup.memory_limit() == 256 << 20, output
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    assert journal["status"] == "interrupted"
+    extension = next(e for e in journal["extensions"] if e["name"] == "chaosmem")
+    assert [r["kind"] for r in extension["restored"]] == ["cgroup-limit"]
+
+
+def test_sigkilled_run_is_restored_by_chaosmem_rollback(tmp_path: Path, cgroup: Cgroup) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    state = tmp_path / "state"
+    proc = run_chaos(tight_experiment(tmp_path, cgroup), tmp_path / "journal.json", state)
+    wait_for_limit(cgroup, 64 << 20, proc)
+    proc.kill()
+    proc.wait()
+    assert cgroup.memory_limit() == 64 << 20  # nothing ran: the ledger is all that is left
+    dry = subprocess.run(
+        [CHAOSMEM, "rollback", "--state-dir", str(state), "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0 and "would undo cgroup-limit" in dry.stdout
+    assert cgroup.memory_limit() == 64 << 20
+    done = subprocess.run(
+        [CHAOSMEM, "rollback", "--state-dir", str(state)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "memory limit restored to 256Mi" in done.stdout
+    assert cgroup.memory_limit() == 256 << 20
+    again = subprocess.run(
+        [CHAOSMEM, "rollback", "--state-dir", str(state)], capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "nothing to roll back" in again.stdout
+
+
+def test_a_fixture_that_cannot_start_interrupts_the_run(tmp_path: Path) -> None:
+    experiment = {
+        "title": "bad fixture",
+        "description": "a service argument is wrong",
+        "controls": [
+            {
+                "name": "chaosmem",
+                "provider": {
+                    "type": "python",
+                    "module": "chaosmem.control",
+                    "arguments": {
+                        "services": [{"name": "x", "command": "sleep 5", "memory_limit": "lots"}]
+                    },
+                },
+            }
+        ],
+        "method": [
+            {
+                "type": "probe",
+                "name": "noop",
+                "provider": {
+                    "type": "python",
+                    "module": "os.path",
+                    "func": "exists",
+                    "arguments": {"path": "/"},
+                },
+            }
+        ],
+    }
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(experiment))
+    proc = run_chaos(path, tmp_path / "journal.json", tmp_path / "state")
+    output = proc.communicate(timeout=60)[0].decode()
+    assert "argument 'memory_limit': got 'lots'" in output
+    assert json.loads((tmp_path / "journal.json").read_text())["status"] == "interrupted"
+
+
+def test_chaos_discover_lists_every_activity(tmp_path: Path) -> None:
+    out = tmp_path / "discovery.json"
+    proc = subprocess.run(
+        [
+            CHAOS,
+            "--no-log-file",
+            "discover",
+            "--no-install",
+            "--discovery-path",
+            str(out),
+            "chaosmem",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    activities = {a["name"]: a for a in json.loads(out.read_text())["activities"]}
+    for name in (
+        "tighten_memory_limit",
+        "restore_memory_limit",
+        "memory_limit",
+        "memory_usage",
+        "oom_kill_count",
+        "start_service",
+        "stop_service",
+    ):
+        assert name in activities
+    assert {a["name"] for a in activities["tighten_memory_limit"]["arguments"]} >= {
+        "target",
+        "limit",
+        "fraction",
+    }

@@ -1,0 +1,137 @@
+"""Target specs: resolution, and a clear error naming the argument for every bad spec."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.limits.actions import tighten_memory_limit
+from chaosmem.limits.probes import memory_limit, memory_usage, oom_kill_count
+from chaosmem.targets import resolve_target
+from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets.mounts import parse_mountinfo
+
+
+def test_process_target_is_its_memory_cgroup(cgroup: Cgroup) -> None:
+    proc = cgroup.spawn(["sleep", "30"])
+    try:
+        assert resolve_target({"type": "process", "pid": proc.pid}) == cgroup
+        assert cgroup.pids() == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_pidfile_target(cgroup: Cgroup, tmp_path: Path) -> None:
+    proc = cgroup.spawn(["sleep", "30"])
+    try:
+        (tmp_path / "svc.pid").write_text(f"{proc.pid}\n")
+        assert resolve_target({"type": "process", "pidfile": str(tmp_path / "svc.pid")}) == cgroup
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_configuration_target_is_the_default(cgroup: Cgroup) -> None:
+    config = {"chaosmem_target": {"type": "cgroup", "path": str(cgroup.path)}}
+    assert memory_limit(configuration=config) is None
+    assert memory_usage(configuration=config) == 0
+    assert oom_kill_count(configuration=config) == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "argument"),
+    [
+        ({"type": "vm"}, "target.type"),
+        ("cgroup", "target"),
+        ({"type": "process", "pid": 2**22 + 7}, "target.pid"),
+        ({"type": "process", "pid": -3}, "target.pid"),
+        ({"type": "process"}, "target"),
+        ({"type": "process", "pid": 1, "pidfile": "x"}, "target"),
+        ({"type": "process", "pidfile": "/nonexistent/pid"}, "target.pidfile"),
+        ({"type": "cgroup", "path": "/tmp"}, "target"),
+        ({"type": "cgroup", "path": "relative/path"}, "target.path"),
+        ({"type": "cgroup", "path": "/sys/fs/cgroup/memory/../../../etc"}, "target"),
+        ({"type": "cgroup", "path": "/sys/fs/cgroup/memory/no-such-group"}, "target"),
+        ({"type": "cgroup", "pth": "/sys/fs/cgroup/memory"}, "target.pth"),
+        ({"type": "service", "name": "never-started"}, "target.name"),
+        ({"type": "service", "name": "../etc"}, "target.name"),
+        (None, "target"),
+    ],
+)
+def test_bad_targets_name_the_argument(spec: Any, argument: str, state: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        resolve_target(spec, state)
+    assert str(info.value).startswith(f"argument '{argument}'")
+
+
+def test_kubernetes_types_say_what_is_missing() -> None:
+    with pytest.raises(ChaosmemError, match="kubernetes backend"):
+        resolve_target({"type": "pod", "namespace": "shop", "label_selector": "app=orders"})
+
+
+def test_own_cgroup_and_its_ancestors_are_refused(
+    own_cgroup: Cgroup, state: dict[str, Any]
+) -> None:
+    for spec in (
+        {"type": "process", "pid": os.getpid()},
+        {"type": "cgroup", "path": str(own_cgroup.path.parent)},
+    ):
+        with pytest.raises(ChaosmemError, match="holds the chaosmem process itself"):
+            tighten_memory_limit(spec, limit="64Mi", configuration=state)
+    assert own_cgroup.memory_limit() is None or own_cgroup.memory_limit() > 64 << 20
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    spec=st.dictionaries(
+        st.sampled_from(["type", "pid", "pidfile", "path", "name", "extra"]),
+        st.none()
+        | st.integers(-5, 5)
+        | st.text(max_size=12)
+        | st.booleans()
+        | st.sampled_from(["cgroup", "process", "service", "/sys/fs/cgroup/memory"]),
+        max_size=4,
+    )
+)
+def test_any_spec_resolves_or_names_the_target(spec: dict[str, Any], state: dict[str, Any]) -> None:
+    try:
+        resolve_target(spec, state)
+    except ChaosmemError as exc:
+        assert "argument 'target" in str(exc)
+
+
+def test_mountinfo_parsing_of_hybrid_and_v2_hosts() -> None:
+    text = Path("/proc/self/mountinfo").read_text()
+    mounts = parse_mountinfo(text)
+    assert any(m.version == 1 for m in mounts)  # this host: v1 memory controller
+    v2 = parse_mountinfo("41 31 0:38 /kubepods /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+    assert v2[0].version == 2 and v2[0].to_fs("/kubepods/pod1") == Path("/sys/fs/cgroup/pod1")
+    assert v2[0].to_fs("/system.slice") is None
+    escaped = parse_mountinfo(r"7 1 0:5 / /mnt/with\040space rw - cgroup cgroup rw,memory" "\n")
+    assert escaped[0].mountpoint == Path("/mnt/with space")
+
+
+@given(st.text(max_size=300))
+def test_mountinfo_garbage_never_raises(text: str) -> None:
+    for mount in parse_mountinfo(text):
+        assert mount.version in (1, 2)
+
+
+def test_spawned_process_is_charged_to_the_cgroup_from_its_first_byte(cgroup: Cgroup) -> None:
+    script = "b = bytearray(40 << 20); b[::4096] = b'x' * len(b[::4096]); import sys; sys.stdout.write('ok'); sys.stdout.flush(); sys.stdin.read()"
+    proc = cgroup.spawn(["python3", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.read(2) == b"ok"
+        assert cgroup.memory_usage() >= 40 << 20
+        assert cgroup.stat()["rss"] >= 40 << 20
+    finally:
+        proc.kill()
+        proc.wait()
