@@ -55,7 +55,12 @@ def _output(value: Any) -> str | None:
     """A probe's or action's output, readable and bounded."""
     if value is None:
         return None
-    if isinstance(value, Mapping) and {"status", "stdout", "stderr"} <= set(value):
+    if isinstance(value, Mapping) and {"status", "headers", "body"} <= set(value):
+        body = value["body"]
+        text = f"HTTP {value['status']}: " + (
+            body if isinstance(body, str) else json.dumps(body, sort_keys=True, default=str)
+        )
+    elif isinstance(value, Mapping) and {"status", "stdout", "stderr"} <= set(value):
         parts = [f"exit {value['status']}"]
         for stream in ("stdout", "stderr"):
             if str(value[stream]).strip():
@@ -109,6 +114,12 @@ def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
     if mark.get("event") == "oom-kill":
         target = fields.pop("target", None)
         target = target_label(target) if isinstance(target, Mapping) else target
+        cgroup = fields.pop("cgroup", None)
+        if not target and isinstance(cgroup, str):
+            target = cgroup.rstrip("/").rsplit("/", 1)[-1]
+        fields.pop("at", None)  # already the row's time
+        if "count" in fields:
+            fields["kills so far"] = fields.pop("count")
         what = "the kernel OOM-killed a process" + (f" in {target}" if target else "")
     else:
         what = str(mark.get("event"))

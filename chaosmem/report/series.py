@@ -64,11 +64,15 @@ def _number(value: Any) -> float | None:
     return float(value) if kind is int or kind is float else None
 
 
-def _mark_target(mark: Mapping[str, Any]) -> str | None:
+def _mark_targets(mark: Mapping[str, Any]) -> set[str]:
+    """The names an OOM-kill mark may go by: its target's label, or its cgroup's directory."""
     target = mark.get("target")
-    if isinstance(target, Mapping):
-        return target_label(target)
-    return str(target) if target is not None else None
+    names = (
+        {target_label(target) if isinstance(target, Mapping) else str(target)} if target else set()
+    )
+    if isinstance(mark.get("cgroup"), str):
+        names |= {mark["cgroup"], mark["cgroup"].rstrip("/").rsplit("/", 1)[-1]}
+    return names
 
 
 def _replicas(value: Any) -> dict[str, float]:
@@ -102,7 +106,9 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
         x = round(t - zero, 3)
         kind = record.get("kind")
         if kind == "mark":
-            marks.append({**record, "x": x})
+            # NB: an OOM watcher's mark carries the kernel event's own time in ``at``.
+            seen_at = _number(record.get("at")) if record.get("event") == "oom-kill" else None
+            marks.append({**record, "x": round(seen_at - zero, 3) if seen_at is not None else x})
             continue
         if kind == "stats":
             stats = dict(record)
@@ -162,9 +168,9 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             if i and point[1] > counts[i - 1][1]
         ]
         exact = [
-            {"x": m["x"], "count": int(_number(m.get("count")) or 1)}
+            {"x": m["x"], "counter": _number(m.get("count"))}
             for m in oom_marks
-            if _mark_target(m) in {name, None} or len(targets) == 1
+            if len(targets) == 1 or name in _mark_targets(m) or not _mark_targets(m)
         ]
         kills = exact or derived
         for kill in kills:
