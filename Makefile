@@ -29,6 +29,10 @@ demo: setup
 	mkdir -p reports
 	CHAOSMEM_STATE_DIR=$(CURDIR)/.state $(VENV)/bin/chaos --no-log-file run \
 	  --journal-path reports/local-oom-journal.json experiments/local-oom.json
+	$(VENV)/bin/chaosmem report reports/local-oom-journal.json -o reports/local-oom.html
+	$(VENV)/bin/chaosmem report reports/local-oom-journal.json -o reports/local-oom.md
+	$(VENV)/bin/chaosmem gate reports/local-oom-journal.json --junit reports/local-oom-junit.xml
+	@echo "report: reports/local-oom.html"
 
 test: setup
 	$(PY) -m pytest -q

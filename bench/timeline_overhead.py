@@ -17,8 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chaosmem.timeline import Recorder  # noqa: E402
 from tests.cgroup_v1 import ChildCgroup, own_memory_cgroup  # noqa: E402
+
+from chaosmem.timeline import Recorder  # noqa: E402
 
 TICKS = 100
 INTERVAL = 0.05

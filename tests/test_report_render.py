@@ -12,8 +12,8 @@ from chaosmem.cli import main
 from chaosmem.report import build_report, render
 from chaosmem.report.charts import render_charts
 from chaosmem.report.series import build_series, thin
-from tests.browser import CHROMIUM, visit
-from tests.cgroup_v1 import ChildCgroup, own_memory_cgroup
+from chaosmem.targets.cgroup import Cgroup
+from tests.browser import visit
 from tests.chaos_run import chaos_run, exists_probe
 
 XSS = "<script>alert('xss')</script>"
@@ -37,11 +37,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run under a 64Mi cgroup: memory grows until the kernel OOM-kills the allocator,
     recorded by a real Recorder. The title and a probe output carry markup; a probe echoes
     secrets."""
-    if own_memory_cgroup() is None:
-        pytest.skip("needs cgroup v1 memory")
     directory = tmp_path_factory.mktemp("render")
     state = directory / "state"
-    cgroup = ChildCgroup(64 << 20)
+    cgroup = Cgroup.of_process("self").child(f"test-render-{directory.name}")
+    cgroup.set_memory_limit(64 << 20)
     try:
         code, journal = chaos_run(
             directory,
@@ -55,11 +54,18 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         "from_env": {"type": "env", "key": "CHAOSMEM_TEST_TOKEN"},
                     }
                 },
-                "configuration": {"chaosmem_state_dir": str(state), "cgroup": str(cgroup.path)},
+                "configuration": {
+                    "chaosmem_state_dir": str(state),
+                    "chaosmem_target": {"type": "cgroup", "path": str(cgroup.path)},
+                },
                 "controls": [
                     {
-                        "name": "timeline",
-                        "provider": {"type": "python", "module": "tests.timeline_control"},
+                        "name": "chaosmem",
+                        "provider": {
+                            "type": "python",
+                            "module": "chaosmem.control",
+                            "arguments": {"interval": "100ms"},
+                        },
                     }
                 ],
                 "steady-state-hypothesis": {
@@ -148,7 +154,6 @@ def test_chart_titles_from_the_experiment_are_escaped_inside_svg() -> None:
     assert svg is not None and "&lt;script&gt;alert" in svg and "<script" not in svg
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_html_report_renders_in_chromium_without_errors(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

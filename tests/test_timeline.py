@@ -3,46 +3,37 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.targets.cgroup import Cgroup
 from chaosmem.timeline import TIMELINE_FILE, Recorder, read_timeline
-from tests.cgroup_v1 import ChildCgroup, own_memory_cgroup
-
-needs_cgroup = pytest.mark.skipif(own_memory_cgroup() is None, reason="needs cgroup v1 memory")
-
-
-@pytest.fixture
-def cgroup() -> Iterator[ChildCgroup]:
-    group = ChildCgroup(64 << 20)
-    try:
-        yield group
-    finally:
-        group.remove()
 
 
 def samples(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r["kind"] == "sample"]
 
 
-@needs_cgroup
-def test_samples_limit_usage_and_a_real_oom_kill(tmp_path: Path, cgroup: ChildCgroup) -> None:
+def test_samples_limit_usage_and_a_real_oom_kill(tmp_path: Path, cgroup: Cgroup) -> None:
+    cgroup.set_memory_limit(64 << 20)
     spec = {"type": "cgroup", "path": str(cgroup.path)}
     recorder = Recorder(
         directory=tmp_path / "run",
         interval=0.1,
         targets=[spec],
         configuration={"chaosmem_state_dir": str(tmp_path / "state")},
-        resolve=lambda _spec, _config: cgroup,
     )
     recorder.start()
     recorder.mark("activity-start", name="allocate", activity_type="action")
-    child = cgroup.run_allocating(256 << 20)
+    time.sleep(0.25)
+    child = cgroup.spawn(
+        [sys.executable, "-c", "b = bytearray(256 << 20); import time; time.sleep(30)"]
+    )
     assert child.wait(timeout=20) == -9  # the kernel's OOM killer, not us
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and cgroup.oom_kill_count() == 0:

@@ -50,14 +50,6 @@ def chaosmem_extension(journal: dict[str, Any]) -> dict[str, Any]:
             records = (
                 [r for r in timeline if isinstance(r, dict)] if isinstance(timeline, list) else []
             )
-            # NB: a control without a recorder still keeps its marks (activities, OOM kills with
-            # exact times) beside the timeline; they are folded in unless the timeline has them.
-            marks = extension.get("marks")
-            if isinstance(marks, list) and not any(r.get("kind") == "mark" for r in records):
-                records += [
-                    {**m, "kind": "mark"} for m in marks if isinstance(m, dict) and "t" in m
-                ]
-                records.sort(key=lambda r: r["t"] if isinstance(r.get("t"), int | float) else 0.0)
             restored = extension.get("restored")
             return {
                 **extension,

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from chaosmem.targets import MemoryTarget, resolve_target
+
 __all__ = [
-    "MemoryTarget",
     "Resolver",
     "Source",
     "SourceSetup",
@@ -33,16 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chaostoolkit")
-
-
-class MemoryTarget(Protocol):
-    """The part of a resolved target (``chaosmem.targets``) the timeline reads."""
-
-    def memory_limit(self) -> int | None: ...
-
-    def memory_usage(self) -> int: ...
-
-    def oom_kill_count(self) -> int: ...
 
 
 Resolver = Callable[[Mapping[str, Any], Mapping[str, Any] | None], MemoryTarget]
@@ -113,15 +104,6 @@ def target_label(spec: Mapping[str, Any]) -> str:
     return json.dumps(dict(spec), sort_keys=True, default=str)
 
 
-def _default_resolver() -> Resolver:
-    # NB: imported late: the targets package is a sibling concern and may be absent in a build
-    # that only renders reports.
-    from chaosmem.targets import resolve_target  # type: ignore[import-not-found,unused-ignore]
-
-    resolver: Resolver = resolve_target
-    return resolver
-
-
 class TargetsSource:
     """Limit, usage and OOM-kill count of each target, resolved lazily.
 
@@ -134,14 +116,12 @@ class TargetsSource:
     def __init__(self, setup: SourceSetup) -> None:
         self.specs = setup.targets
         self.configuration = setup.configuration
-        self.resolve = setup.resolve
+        self.resolve: Resolver = setup.resolve or resolve_target
         self.resolved: dict[int, MemoryTarget] = {}
         self.reported: set[str] = set()
 
     def _target(self, index: int) -> MemoryTarget:
         if index not in self.resolved:
-            if self.resolve is None:
-                self.resolve = _default_resolver()
             self.resolved[index] = self.resolve(self.specs[index], self.configuration)
         return self.resolved[index]
 
