@@ -246,6 +246,10 @@ class Replayer:
         try:
             self._pump()
             await self._finished
+        except asyncio.CancelledError:
+            # Ctrl-C in a foreground replay: account for what was in flight, then let it unwind.
+            self.stop()
+            raise
         finally:
             self._close_all()
         return self.summary()
@@ -602,34 +606,35 @@ def run_replay(
     state: Path,
     replay_id: str | None = None,
     progress: bool = False,
+    make_latest: bool = True,
     on_start: Any = None,
 ) -> dict[str, Any]:
     """Run a replay to its end in this thread, results in ``STATE/replays/<id>``; the summary.
 
-    SIGINT and SIGTERM (when this is the main thread) stop it gracefully: the summary is still
-    written, with ``"state": "stopped"``.
+    SIGTERM (when this is the main thread) stops it gracefully: the summary is still written,
+    with ``"state": "stopped"``. SIGINT does the same and then raises ``KeyboardInterrupt``,
+    so ``chaos run`` still sees the interrupt.
     """
     rid = replay_id or new_replay_id()
     out = replay_dir(state, rid)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    set_latest(state, rid)
+    if make_latest:
+        set_latest(state, rid)
     stream = sys.stderr if progress and sys.stderr.isatty() else None
     replayer = Replayer(options, replay_id=rid, out_dir=out, progress=stream)
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, replayer.stop)
+            loop.add_signal_handler(signal.SIGTERM, replayer.stop)
         try:
             if on_start is not None:
                 on_start(replayer)
             return await replayer.run()
         finally:
             if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    with contextlib.suppress(Exception):
-                        loop.remove_signal_handler(sig)
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signal.SIGTERM)
 
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         summary = runner.run(main())
