@@ -188,8 +188,11 @@ def _gor_records(stream: IO[bytes]) -> Iterator[tuple[int, int, bytes]]:
     buf = b""
     base = 0  # byte offset of buf[0] in the (decompressed) file
     number = 0
+    # NB: read1 hands over what one decompression step gave, so the records of a truncated
+    # .gz before the cut are still replayed; read(CHUNK) would raise before returning any.
+    read = getattr(stream, "read1", stream.read)
     while True:
-        chunk = stream.read(CHUNK)
+        chunk = read(CHUNK)
         if not chunk:
             break
         buf += chunk
@@ -390,10 +393,10 @@ def detect_format(path: str) -> str:
     if head.startswith(b"{"):
         first_line = head.split(b"\n", 1)[0]
         try:
-            json.loads(first_line)
-            return "jsonl"
+            first = json.loads(first_line)
         except ValueError:
-            return "har"
+            return "har"  # an object longer than a line: a (pretty-printed or long) document
+        return "har" if isinstance(first, dict) and "log" in first else "jsonl"
     return "gor"
 
 
