@@ -297,8 +297,9 @@ class Replayer:
         idle = self._idle
         limit = self.options.concurrency
         t0 = self._t0
+        retry = self._retry
         while True:
-            item = self._peek()
+            item = self._next if self._next is not None and not retry else self._peek()
             if item is None or now >= self._cap_at:
                 self._exhausted = True
                 self._next = None
@@ -323,10 +324,8 @@ class Replayer:
             self._take()
             conn.send(item, now)
             self._inflight += 1
-            lag_us = int((now - due) * 1e6)
-            self._lag.record(lag_us)
             second = self._second
-            second.lag.record(lag_us)
+            second.lag.record(int((now - due) * 1e6))  # merged into the total each second
             second.sent += 1
             self._total_sent += 1
             now = _now()
@@ -480,6 +479,7 @@ class Replayer:
         self._seconds_written += 1
         status: dict[str, int] = {}
         errors: dict[str, int] = {}
+        self._lag.merge(second.lag)
         for code, n in second.codes.items():
             self._total_codes[code] = self._total_codes.get(code, 0) + n
             if code > 0:

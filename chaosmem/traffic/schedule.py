@@ -19,6 +19,8 @@ from chaosmem.traffic.options import DROPPED_HEADERS, ReplayOptions
 __all__ = ["Item", "Schedule"]
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+#: A looping replay keeps the first pass in memory up to this many bytes (see ``_pass``).
+LOOP_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class Item:
@@ -40,8 +42,8 @@ class Schedule:
     the first request divided by ``speed``. A capture whose clock goes backwards (merged files
     that overlap, a hand-edited line) is sent in file order at the latest time seen so far:
     the replay is never asked to send into the past. ``filtered`` counts requests left out by
-    ``methods`` or ``path_pattern``; ``passes`` counts passes started; ``stats`` describes
-    the first pass only.
+    ``methods`` or ``path_pattern`` (in the first pass); ``passes`` counts passes started;
+    ``stats`` describes the first pass only.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Schedule:
         self.stats = stats
         self.filtered = 0
         self.passes = 0
+        self._cache: list[tuple[int, bytes, bool]] | None = None
         self._reader = reader or (
             lambda into: read_capture(list(options.files), fmt=options.capture_format, stats=into)
         )
@@ -98,6 +101,35 @@ class Schedule:
         parts += (b"\r\n", request.body)
         return b"".join(parts)
 
+    def _pass(self) -> Iterator[tuple[int, bytes, bool]]:
+        """(recorded ns, wire bytes, is HEAD) of one pass over the capture.
+
+        Later passes of a looping replay read the same records again; a capture whose wire
+        bytes fit in :data:`LOOP_CACHE_BYTES` is kept from the first pass instead, so looping
+        costs no parsing (big captures still stream, pass after pass).
+        """
+        if self._cache is not None:
+            yield from self._cache
+            return
+        keep: list[tuple[int, bytes, bool]] | None = [] if self.options.loop else None
+        size = 0
+        # Stats describe the capture once: later passes count into a scratch object.
+        for request in self._reader(self.stats if self.passes == 1 else CaptureStats()):
+            wire = self.wire(request)
+            if wire is None:
+                if self.passes == 1:
+                    self.filtered += 1
+                continue
+            entry = (request.at_ns, wire, request.method == b"HEAD")
+            if keep is not None:
+                size += len(wire) + 100
+                keep = keep if size <= LOOP_CACHE_BYTES else None
+                if keep is not None:
+                    keep.append(entry)
+            yield entry
+        if keep is not None:
+            self._cache = keep
+
     def __iter__(self) -> Iterator[Item]:
         options = self.options
         index = 0
@@ -107,22 +139,17 @@ class Schedule:
             first_ns: int | None = None
             last = base
             sent_this_pass = 0
-            # Later passes read the same records again: count them once, in the first pass.
-            for request in self._reader(self.stats if self.passes == 1 else CaptureStats()):
-                wire = self.wire(request)
-                if wire is None:
-                    self.filtered += 1
-                    continue
+            for at_ns, wire, head in self._pass():
                 if options.rate is not None:
                     offset = index / options.rate
                 else:
                     if first_ns is None:
-                        first_ns = request.at_ns
-                    offset = max(base + (request.at_ns - first_ns) / 1e9 / options.speed, last)
+                        first_ns = at_ns
+                    offset = max(base + (at_ns - first_ns) / 1e9 / options.speed, last)
                 last = offset
                 index += 1
                 sent_this_pass += 1
-                yield Item(offset, wire, request.method == b"HEAD")
+                yield Item(offset, wire, head)
             if not options.loop or sent_this_pass == 0:
                 return
             # The next pass starts one average gap after this pass's last request.
