@@ -61,8 +61,12 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("name", "override"), BAD, ids=[f"{n}-{i}" for i, (n, _o) in enumerate(BAD)])
-def test_bad_argument_is_named(capture: str, config: dict[str, Any], name: str, override: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("name", "override"), BAD, ids=[f"{n}-{i}" for i, (n, _o) in enumerate(BAD)]
+)
+def test_bad_argument_is_named(
+    capture: str, config: dict[str, Any], name: str, override: dict[str, Any]
+) -> None:
     args: dict[str, Any] = {"capture": capture, "target_url": "http://127.0.0.1:9", **override}
     with pytest.raises(InvalidArgument) as info:
         replay_traffic(**args, configuration=config)
@@ -74,7 +78,9 @@ def test_bad_argument_is_named(capture: str, config: dict[str, Any], name: str, 
 def test_remote_target_is_allowed_only_when_asked(capture: str, config: dict[str, Any]) -> None:
     from chaosmem.traffic.options import parse_options
 
-    options = parse_options(capture=capture, target_url="http://203.0.113.9:8080", allow_remote=True)
+    options = parse_options(
+        capture=capture, target_url="http://203.0.113.9:8080", allow_remote=True
+    )
     assert options.host_header == "203.0.113.9:8080"
 
 
@@ -94,15 +100,20 @@ def test_probes_without_a_replay_say_what_to_do(config: dict[str, Any]) -> None:
 
 
 def test_activities_are_discovered() -> None:
-    names = {a["name"] for a in chaosmem.discover()["activities"] if a["mod"].startswith("chaosmem.traffic")}
+    names = {
+        a["name"]
+        for a in chaosmem.discover()["activities"]
+        if a["mod"].startswith("chaosmem.traffic")
+    }
     assert names == {"replay_traffic", "stop_traffic_replay", "status_ratio", "replay_summary"}
 
 
 def test_cli_replays_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=20, span_s=0.2)
     with RecordingServer(status_for=lambda i: 503 if i % 4 == 0 else 200) as server:
-        code = main(["replay", str(capture), "--target", server.url, "--speed", "2",
-                     "--header", "X-Chaos: 1", "--state-dir", str(tmp_path / "s"), "--json"])  # fmt: skip
+        argv = ["replay", str(capture), "--target", server.url, "--speed", "2"]
+        argv += ["--header", "X-Chaos: 1", "--state-dir", str(tmp_path / "s"), "--json"]
+        code = main(argv)
         arrived = server.arrived
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
@@ -113,7 +124,12 @@ def test_cli_replays_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_cli_prints_a_readable_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=5, span_s=0.05)
     with RecordingServer() as server:
-        assert main(["replay", str(capture), "--target", server.url, "--state-dir", str(tmp_path / "s")]) == 0
+        assert (
+            main(
+                ["replay", str(capture), "--target", server.url, "--state-dir", str(tmp_path / "s")]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert "5 sent, 5 answered, 0 without status" in out
     assert "200 5 (100.00%)" in out
@@ -129,9 +145,12 @@ def test_cli_prints_a_readable_summary(tmp_path: Path, capsys: pytest.CaptureFix
         (["--target", "http://127.0.0.1:9", "--duration", "1 fortnight"], "duration"),
     ],
 )
-def test_cli_bad_input_is_one_line_and_exit_2(capture: str, tmp_path: Path, argv: list[str], named: str) -> None:
+def test_cli_bad_input_is_one_line_and_exit_2(
+    capture: str, tmp_path: Path, argv: list[str], named: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "chaosmem.cli", "replay", capture, "--state-dir", str(tmp_path / "s"), *argv],
+        [sys.executable, "-m", "chaosmem.cli", "replay", capture,
+         "--state-dir", str(tmp_path / "s"), *argv],
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert result.returncode == 2

@@ -48,7 +48,12 @@ def test_background_replay_runs_and_is_stopped(tmp_path: Path, config: dict[str,
     state = Path(config["chaosmem_state_dir"])
     with RecordingServer() as server:
         started = replay_traffic(
-            capture=str(capture), target_url=server.url, loop=True, duration="60s", wait=False, configuration=config
+            capture=str(capture),
+            target_url=server.url,
+            loop=True,
+            duration="60s",
+            wait=False,
+            configuration=config,
         )
         pid = started["pid"]
         try:
@@ -70,26 +75,39 @@ def test_background_replay_runs_and_is_stopped(tmp_path: Path, config: dict[str,
     assert summary["state"] == "stopped"
     assert summary["completed"] >= 20
     assert Ledger(state).read().open(kind=LEDGER_KIND) == []
-    assert stop_traffic_replay(configuration=config)["stopped"] == ["no background replay was running"]
+    assert stop_traffic_replay(configuration=config)["stopped"] == [
+        "no background replay was running"
+    ]
 
 
-def test_background_replay_ends_by_itself_and_closes_its_entry(tmp_path: Path, config: dict[str, Any]) -> None:
+def test_background_replay_ends_by_itself_and_closes_its_entry(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=10, span_s=0.2)
     state = Path(config["chaosmem_state_dir"])
     with RecordingServer() as server:
-        started = replay_traffic(capture=str(capture), target_url=server.url, wait=False, configuration=config)
+        started = replay_traffic(
+            capture=str(capture), target_url=server.url, wait=False, configuration=config
+        )
         summary = replay_summary(wait="20s", configuration=config)
     assert summary["state"] == "done" and summary["completed"] == 10
     assert _wait(lambda: not _alive(started["pid"]), 10)
     assert _wait(lambda: Ledger(state).read().open(kind=LEDGER_KIND) == [], 5)
 
 
-def test_rollback_handler_stops_a_replay_left_running(tmp_path: Path, config: dict[str, Any]) -> None:
+def test_rollback_handler_stops_a_replay_left_running(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=10, span_s=1.0)
     state = Path(config["chaosmem_state_dir"])
     with RecordingServer() as server:
         started = replay_traffic(
-            capture=str(capture), target_url=server.url, loop=True, duration="60s", wait=False, configuration=config
+            capture=str(capture),
+            target_url=server.url,
+            loop=True,
+            duration="60s",
+            wait=False,
+            configuration=config,
         )
         try:
             ledger = Ledger(state)
@@ -117,7 +135,9 @@ def test_worker_dies_with_its_parent(tmp_path: Path, config: dict[str, Any]) -> 
             """
         )
         parent = subprocess.Popen(
-            [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1]
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[1],
         )
         worker = 0
         try:
@@ -141,7 +161,12 @@ def test_worker_enforces_its_own_deadline(tmp_path: Path, config: dict[str, Any]
     capture = write_timed_gor(tmp_path / "t.gor", count=10, span_s=0.5)
     with RecordingServer() as server:
         started = replay_traffic(
-            capture=str(capture), target_url=server.url, loop=True, duration="1s", wait=False, configuration=config
+            capture=str(capture),
+            target_url=server.url,
+            loop=True,
+            duration="1s",
+            wait=False,
+            configuration=config,
         )
         try:
             assert _wait(lambda: not _alive(started["pid"]), 8)

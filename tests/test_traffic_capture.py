@@ -64,7 +64,10 @@ def test_header_timestamps_and_latency_field_are_optional(tmp_path: Path) -> Non
     data = b"1 abc 1000\nGET /three-fields HTTP/1.1\r\n\r\n" + GOR_SEPARATOR
     data += b"1 abd 2000 55\nGET /four-fields HTTP/1.1\r\n\r\n" + GOR_SEPARATOR
     requests = list(read_gor(io.BytesIO(data), "x.gor", CaptureStats()))
-    assert [(r.at_ns, r.target) for r in requests] == [(1000, b"/three-fields"), (2000, b"/four-fields")]
+    assert [(r.at_ns, r.target) for r in requests] == [
+        (1000, b"/three-fields"),
+        (2000, b"/four-fields"),
+    ]
 
 
 def test_malformed_records_are_counted_with_their_position_and_skipped() -> None:
@@ -102,7 +105,9 @@ def test_several_files_merge_in_recorded_time_order(tmp_path: Path) -> None:
     a = tmp_path / "part-0.gor"
     b = tmp_path / "part-1.gor.gz"
     a.write_bytes(gor_bytes([(1, t, b"GET /a%d HTTP/1.1\r\n\r\n" % t) for t in (1, 4, 5)]))
-    b.write_bytes(gzip.compress(gor_bytes([(1, t, b"GET /b%d HTTP/1.1\r\n\r\n" % t) for t in (2, 3, 6)])))
+    b.write_bytes(
+        gzip.compress(gor_bytes([(1, t, b"GET /b%d HTTP/1.1\r\n\r\n" % t) for t in (2, 3, 6)]))
+    )
     stats = CaptureStats()
     from chaosmem.traffic.capture import expand_capture
 
@@ -124,10 +129,19 @@ def test_har_entries_that_are_not_requests_are_counted() -> None:
     doc = {
         "log": {
             "entries": [
-                {"startedDateTime": "2024-01-01T00:00:00.000Z", "request": {"method": "GET", "url": "http://h/a"}},
+                {
+                    "startedDateTime": "2024-01-01T00:00:00.000Z",
+                    "request": {"method": "GET", "url": "http://h/a"},
+                },
                 {"startedDateTime": "2024-01-01T00:00:01.000Z"},
-                {"startedDateTime": "not a date", "request": {"method": "GET", "url": "http://h/b"}},
-                {"startedDateTime": "2024-01-01T00:00:02.000Z", "request": {"method": "GET", "url": "/c"}},
+                {
+                    "startedDateTime": "not a date",
+                    "request": {"method": "GET", "url": "http://h/b"},
+                },
+                {
+                    "startedDateTime": "2024-01-01T00:00:02.000Z",
+                    "request": {"method": "GET", "url": "/c"},
+                },
             ]
         }
     }
@@ -138,7 +152,10 @@ def test_har_entries_that_are_not_requests_are_counted() -> None:
 
 
 def test_har_syntax_error_keeps_what_came_before() -> None:
-    text = b'{"log": {"entries": [{"startedDateTime": "2024-01-01T00:00:00Z", "request": {"method": "GET", "url": "/a"}}, {"sta'
+    text = (
+        b'{"log": {"entries": [{"startedDateTime": "2024-01-01T00:00:00Z", '
+        b'"request": {"method": "GET", "url": "/a"}}, {"sta'
+    )
     stats = CaptureStats()
     got = [r.target for r in read_har(io.BytesIO(text), "x.har", stats)]
     assert got == [b"/a"]
@@ -146,7 +163,10 @@ def test_har_syntax_error_keeps_what_came_before() -> None:
 
 
 def test_jsonl_lines_report_their_line_number() -> None:
-    text = b'{"time": 1, "path": "/a"}\nnot json\n\n{"time": 2, "url": "http://x/b?c=1", "method": "post"}\n[1]\n'
+    text = (
+        b'{"time": 1, "path": "/a"}\nnot json\n\n'
+        b'{"time": 2, "url": "http://x/b?c=1", "method": "post"}\n[1]\n'
+    )
     stats = CaptureStats()
     got = [(r.method, r.target, r.at_ns) for r in read_jsonl(io.BytesIO(text), "x.jsonl", stats)]
     assert got == [(b"GET", b"/a", 1_000_000_000), (b"POST", b"/b?c=1", 2_000_000_000)]
@@ -156,8 +176,12 @@ def test_jsonl_lines_report_their_line_number() -> None:
 # -- property-based ----------------------------------------------------------------------------
 
 _token = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "PURGE"])
-_path = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~/%", max_size=30).map(lambda s: "/" + s)
-_query = st.one_of(st.just(""), st.text(alphabet="abcxyz0123=&%+", min_size=1, max_size=20).map(lambda s: "?" + s))
+_path = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~/%", max_size=30).map(
+    lambda s: "/" + s
+)
+_query = st.one_of(
+    st.just(""), st.text(alphabet="abcxyz0123=&%+", min_size=1, max_size=20).map(lambda s: "?" + s)
+)
 _header_name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12).filter(
     lambda s: s[0] != "-" and s.lower() not in {"content-length", "transfer-encoding", "host"}
 )
@@ -174,7 +198,9 @@ _request = st.tuples(
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(st.tuples(_request, st.sampled_from([1, 1, 2, 3])), max_size=12))
-def test_gor_round_trip(items: list[tuple[tuple[str, str, str, list[tuple[str, str]], bytes, int], int]]) -> None:
+def test_gor_round_trip(
+    items: list[tuple[tuple[str, str, str, list[tuple[str, str]], bytes, int], int]],
+) -> None:
     records = []
     expected = []
     for (method, path, query, headers, body, at), kind in items:
@@ -184,11 +210,23 @@ def test_gor_round_trip(items: list[tuple[tuple[str, str, str, list[tuple[str, s
         records.append((kind, at, payload))
         if kind == 1:
             expected.append(
-                (at, method.encode(), (path + query).encode(), [(k.encode(), v.encode()) for k, v in headers], body)
+                (
+                    at,
+                    method.encode(),
+                    (path + query).encode(),
+                    [(k.encode(), v.encode()) for k, v in headers],
+                    body,
+                )
             )
     stats = CaptureStats()
     got = [
-        (r.at_ns, r.method, r.target, [h for h in r.headers if h[0].lower() not in {b"host", b"content-length"}], r.body)
+        (
+            r.at_ns,
+            r.method,
+            r.target,
+            [h for h in r.headers if h[0].lower() not in {b"host", b"content-length"}],
+            r.body,
+        )
         for r in read_gor(io.BytesIO(gor_bytes(records)), "p.gor", stats)
     ]
     assert got == expected
@@ -207,7 +245,12 @@ def test_garbage_never_raises(data: bytes, fmt: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=80), st.just(b"1 x 12\n"), st.just(b"GET / HTTP/1.1\r\n\r\n")), max_size=8))
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=80), st.just(b"1 x 12\n"), st.just(b"GET / HTTP/1.1\r\n\r\n")),
+        max_size=8,
+    )
+)
 def test_garbage_between_separators_never_raises(parts: list[bytes]) -> None:
     stats = CaptureStats()
     list(read_gor(io.BytesIO(GOR_SEPARATOR.join(parts)), "g", stats))

@@ -33,11 +33,17 @@ EXPECTED = sorted((m, t, b) for m, t, _h, b in REQUESTS)
 
 
 @pytest.mark.parametrize("name", ["a.gor", "a.gor.gz", "a.har", "a.jsonl"])
-def test_every_request_arrives_once_intact_with_host_rewritten(tmp_path: Path, config: dict[str, Any], name: str) -> None:
-    writer = {"gor": write_gor, "gz": write_gor, "har": write_har, "jsonl": write_jsonl}[name.rsplit(".", 1)[1]]
+def test_every_request_arrives_once_intact_with_host_rewritten(
+    tmp_path: Path, config: dict[str, Any], name: str
+) -> None:
+    writer = {"gor": write_gor, "gz": write_gor, "har": write_har, "jsonl": write_jsonl}[
+        name.rsplit(".", 1)[1]
+    ]
     capture = writer(tmp_path / name)
     with RecordingServer() as server:
-        summary = replay_traffic(capture=str(capture), target_url=server.url, speed=100, configuration=config)
+        summary = replay_traffic(
+            capture=str(capture), target_url=server.url, speed=100, configuration=config
+        )
         arrived = server.arrived
     assert _delivered(server) == EXPECTED  # types 2/3 were not sent: exactly the requests
     host = server.url.removeprefix("http://")
@@ -51,10 +57,14 @@ def test_every_request_arrives_once_intact_with_host_rewritten(tmp_path: Path, c
     assert summary["capture"]["malformed"] == 0
 
 
-def test_speed_10_replays_a_10_second_capture_in_1_second(tmp_path: Path, config: dict[str, Any]) -> None:
+def test_speed_10_replays_a_10_second_capture_in_1_second(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
     capture = write_timed_gor(tmp_path / "ten.gor", count=101, span_s=10.0)
     with RecordingServer() as server:
-        summary = replay_traffic(capture=str(capture), target_url=server.url, speed=10, configuration=config)
+        summary = replay_traffic(
+            capture=str(capture), target_url=server.url, speed=10, configuration=config
+        )
     print(
         f"speed 10: {summary['duration_s']:.3f}s for a 10 s capture; "
         f"schedule lag p99 {summary['lag_ms']['p99']} ms, max {summary['lag_ms']['max']} ms"
@@ -64,7 +74,11 @@ def test_speed_10_replays_a_10_second_capture_in_1_second(tmp_path: Path, config
     assert 0.9 <= summary["duration_s"] <= 1.1
     assert summary["lag_ms"]["p99"] is not None
     # Recorded spacing is kept: the last request was scheduled 1 s after the first.
-    records = list(read_requests(Path(config["chaosmem_state_dir"]) / "replays" / summary["replay_id"] / "requests.bin"))
+    records = list(
+        read_requests(
+            Path(config["chaosmem_state_dir"]) / "replays" / summary["replay_id"] / "requests.bin"
+        )
+    )
     assert len(records) == 101
     assert max(r[0] for r in records) == pytest.approx(1_000_000, abs=2)
 
@@ -72,7 +86,9 @@ def test_speed_10_replays_a_10_second_capture_in_1_second(tmp_path: Path, config
 def test_status_ratio_of_503(tmp_path: Path, config: dict[str, Any]) -> None:
     capture = write_timed_gor(tmp_path / "ten.gor", count=10, span_s=0.1)
     with RecordingServer(status_for=lambda i: 503 if i in (2, 5, 8) else 200) as server:
-        replay_traffic(capture=str(capture), target_url=server.url, concurrency=1, configuration=config)
+        replay_traffic(
+            capture=str(capture), target_url=server.url, concurrency=1, configuration=config
+        )
     assert status_ratio(status=503, configuration=config) == pytest.approx(0.30)
     assert status_ratio(status="5xx", configuration=config) == pytest.approx(0.30)
     assert status_ratio(status=[200, 503], configuration=config) == pytest.approx(1.0)
@@ -87,7 +103,11 @@ def test_hanging_target_times_out_on_time(tmp_path: Path, config: dict[str, Any]
     with RecordingServer(mode="hang") as server:
         started = time.monotonic()
         summary = replay_traffic(
-            capture=str(capture), target_url=server.url, timeout="300ms", duration="1s", configuration=config
+            capture=str(capture),
+            target_url=server.url,
+            timeout="300ms",
+            duration="1s",
+            configuration=config,
         )
         took = time.monotonic() - started
     assert summary["errors"]["timeout"] == 20
@@ -97,12 +117,18 @@ def test_hanging_target_times_out_on_time(tmp_path: Path, config: dict[str, Any]
         status_ratio(status=503, configuration=config)
 
 
-def test_hang_is_bounded_by_duration_even_with_a_long_timeout(tmp_path: Path, config: dict[str, Any]) -> None:
+def test_hang_is_bounded_by_duration_even_with_a_long_timeout(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=5, span_s=0.1)
     with RecordingServer(mode="hang") as server:
         started = time.monotonic()
         summary = replay_traffic(
-            capture=str(capture), target_url=server.url, timeout="1s", duration="0.5s", configuration=config
+            capture=str(capture),
+            target_url=server.url,
+            timeout="1s",
+            duration="0.5s",
+            configuration=config,
         )
         took = time.monotonic() - started
     assert summary["errors"]["timeout"] == 5
@@ -112,16 +138,22 @@ def test_hang_is_bounded_by_duration_even_with_a_long_timeout(tmp_path: Path, co
 def test_reset_and_refused_are_counted(tmp_path: Path, config: dict[str, Any]) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=10, span_s=0.1)
     with RecordingServer(mode="reset") as server:
-        reset = replay_traffic(capture=str(capture), target_url=server.url, timeout="2s", configuration=config)
+        reset = replay_traffic(
+            capture=str(capture), target_url=server.url, timeout="2s", configuration=config
+        )
     assert reset["errors"]["reset"] == 10
-    refused = replay_traffic(capture=str(capture), target_url=refused_url(), timeout="2s", configuration=config)
+    refused = replay_traffic(
+        capture=str(capture), target_url=refused_url(), timeout="2s", configuration=config
+    )
     assert refused["errors"]["refused"] == 10
     assert refused["no_status"] == 10 and refused["completed"] == 0
     seconds = read_seconds(Path(config["chaosmem_state_dir"]), refused["replay_id"])
     assert sum(s["errors"].get("refused", 0) for s in seconds) == 10
 
 
-def test_memory_stays_bounded_against_a_refusing_target(tmp_path: Path, config: dict[str, Any]) -> None:
+def test_memory_stays_bounded_against_a_refusing_target(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=1000, span_s=1.0)
     tracemalloc.start()
     try:
@@ -140,7 +172,9 @@ def test_memory_stays_bounded_against_a_refusing_target(tmp_path: Path, config: 
 def test_back_pressure_delays_but_never_drops(tmp_path: Path, config: dict[str, Any]) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=30, span_s=0.03)
     with RecordingServer(delay=0.02) as server:
-        summary = replay_traffic(capture=str(capture), target_url=server.url, concurrency=2, configuration=config)
+        summary = replay_traffic(
+            capture=str(capture), target_url=server.url, concurrency=2, configuration=config
+        )
         arrived = len(server.arrived)
     assert arrived == 30 == summary["completed"]
     assert summary["lag_ms"]["max"] > 100  # 30 requests of 20 ms on 2 connections: ~300 ms late
@@ -155,17 +189,29 @@ def test_headers_filters_and_rate(tmp_path: Path, config: dict[str, Any]) -> Non
             methods=["GET", "post"], path_pattern=r"^/(orders|search)",
         )  # fmt: skip
         arrived = server.arrived
-    assert sorted(a.target for a in arrived) == ["/prefix/orders", "/prefix/orders?id=1&sort=desc", "/prefix/search?q=caf%C3%A9&page=2"]
-    assert all(a.headers["x-chaos"] == "yes" and a.headers["accept"] == "text/plain" for a in arrived)
+    assert sorted(a.target for a in arrived) == [
+        "/prefix/orders",
+        "/prefix/orders?id=1&sort=desc",
+        "/prefix/search?q=caf%C3%A9&page=2",
+    ]
+    assert all(
+        a.headers["x-chaos"] == "yes" and a.headers["accept"] == "text/plain" for a in arrived
+    )
     assert all("x-trace" not in a.headers and "connection" not in a.headers for a in arrived)
     assert summary["filtered"] == 3
 
 
-def test_loop_repeats_until_duration_and_results_layout(tmp_path: Path, config: dict[str, Any]) -> None:
+def test_loop_repeats_until_duration_and_results_layout(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=10, span_s=0.09)
     with RecordingServer() as server:
         summary = replay_traffic(
-            capture=str(capture), target_url=server.url, loop=True, duration="2.5s", configuration=config
+            capture=str(capture),
+            target_url=server.url,
+            loop=True,
+            duration="2.5s",
+            configuration=config,
         )
         arrived = len(server.arrived)
     assert summary["passes"] > 5
@@ -187,7 +233,9 @@ def test_malformed_records_do_not_stop_the_replay(tmp_path: Path, config: dict[s
     data = capture.read_bytes().replace(b"DELETE /orders/7 HTTP/1.1", b"DELETE /orders/7 HTTP/9")
     capture.write_bytes(data)
     with RecordingServer() as server:
-        summary = replay_traffic(capture=str(capture), target_url=server.url, speed=100, configuration=config)
+        summary = replay_traffic(
+            capture=str(capture), target_url=server.url, speed=100, configuration=config
+        )
     assert summary["completed"] == len(REQUESTS) - 1
     assert summary["capture"]["malformed"] == 1
     assert summary["capture"]["malformed_samples"][0]["position"].startswith("a.gor: record ")

@@ -72,15 +72,24 @@ def write_har(path: Path, gap_ns: int = 100_000_000) -> Path:
                 "text": base64.b64encode(body).decode(),
                 "encoding": "base64",
             }
-        entries.append({"startedDateTime": at.isoformat(), "time": 1.0, "request": request, "response": {}})
-    path.write_text(json.dumps({"log": {"version": "1.2", "creator": {"name": "t"}, "entries": entries}}))
+        entries.append(
+            {"startedDateTime": at.isoformat(), "time": 1.0, "request": request, "response": {}}
+        )
+    path.write_text(
+        json.dumps({"log": {"version": "1.2", "creator": {"name": "t"}, "entries": entries}})
+    )
     return path
 
 
 def write_jsonl(path: Path, gap_ns: int = 100_000_000) -> Path:
     with path.open("w") as out:
         for i, (method, target, headers, body) in enumerate(REQUESTS):
-            line = {"time": (T0_NS + i * gap_ns) / 1e9, "method": method, "path": target, "headers": headers}
+            line = {
+                "time": (T0_NS + i * gap_ns) / 1e9,
+                "method": method,
+                "path": target,
+                "headers": headers,
+            }
             line["body_base64"] = base64.b64encode(body).decode()
             out.write(json.dumps(line) + "\n")
     return path
@@ -90,7 +99,8 @@ def write_timed_gor(path: Path, *, count: int, span_s: float, raw: bytes | None 
     """``count`` GET requests spread evenly over ``span_s`` seconds of recorded time."""
     step = int(span_s * 1e9 / max(count - 1, 1))
     records = [
-        (1, T0_NS + i * step, raw or b"GET /t?i=%d HTTP/1.1\r\nHost: prod\r\n\r\n" % i) for i in range(count)
+        (1, T0_NS + i * step, raw or b"GET /t?i=%d HTTP/1.1\r\nHost: prod\r\n\r\n" % i)
+        for i in range(count)
     ]
     path.write_bytes(gor_bytes(records))
     return path

@@ -36,7 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _handle(self) -> None:
@@ -46,7 +46,13 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             index = len(srv.arrived)
             srv.arrived.append(
-                Arrived(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                Arrived(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    time.time(),
+                )
             )
         if srv.mode == "hang":
             srv.stopping.wait(60)
@@ -84,9 +90,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class RecordingServer:
-    def __init__(self, mode: str = "ok", status_for: Callable[[int], int] | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, mode: str = "ok", status_for: Callable[[int], int] | None = None, delay: float = 0.0
+    ) -> None:
         self._server = _Server(mode, status_for or (lambda _i: 200), delay)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
