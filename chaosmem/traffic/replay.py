@@ -505,7 +505,7 @@ class Replayer:
             self._files["requests"].flush()
         self._buf.clear()
         self._write_summary()
-        if self.progress is not None:
+        if self.progress is not None and not partial:
             self._show_progress(line)
 
     def _show_progress(self, line: dict[str, Any]) -> None:
