@@ -239,3 +239,24 @@ def test_malformed_records_do_not_stop_the_replay(tmp_path: Path, config: dict[s
     assert summary["completed"] == len(REQUESTS) - 1
     assert summary["capture"]["malformed"] == 1
     assert summary["capture"]["malformed_samples"][0]["position"].startswith("a.gor: record ")
+
+
+def test_head_responses_end_at_their_headers(tmp_path: Path, config: dict[str, Any]) -> None:
+    capture = tmp_path / "head.jsonl"
+    capture.write_text(
+        "".join(
+            json.dumps({"time": i / 100, "method": "HEAD", "path": f"/h{i}"}) + "\n"
+            for i in range(5)
+        )
+    )
+    with RecordingServer() as server:
+        # The server announces Content-Length: 3 and sends no body, as HEAD requires.
+        summary = replay_traffic(
+            capture=str(capture),
+            target_url=server.url,
+            concurrency=1,
+            timeout="2s",
+            configuration=config,
+        )
+    assert summary["status"] == {"200": 5}
+    assert summary["latency_ms"]["max"] < 1000
