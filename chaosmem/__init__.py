@@ -28,6 +28,8 @@ ACTIVITY_MODULES = (
     "chaosmem.limits.actions",
     "chaosmem.limits.probes",
     "chaosmem.local.actions",
+    "chaosmem.traffic.actions",
+    "chaosmem.traffic.probes",
 )
 
 

@@ -22,7 +22,7 @@ from chaosmem.state import state_dir
 __all__ = ["COMMAND_MODULES", "main"]
 
 #: Modules that add sub-commands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("chaosmem.report.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("chaosmem.traffic.cli", "chaosmem.report.cli")
 
 
 def _rollback(args: argparse.Namespace) -> int:

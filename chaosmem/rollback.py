@@ -22,6 +22,7 @@ logger = logging.getLogger("chaostoolkit")
 HANDLER_MODULES = (
     "chaosmem.targets.cgroup",
     "chaosmem.local.service",
+    "chaosmem.traffic.background",
 )
 
 
