@@ -1,10 +1,11 @@
 # chaosmem: `make demo` runs a real experiment against the local backend; `make test` runs the tests.
-# Both set up everything they need on a fresh Debian machine (a venv, and Debian packages when missing).
+# Both set up everything they need on a fresh Debian machine (a venv, and Debian packages when missing;
+# package installs never start the packages' own services: tests and benches start what they need).
 
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES ?= wrk prometheus golang-go chromium
+DEB_PACKAGES ?= wrk nginx-light prometheus golang-go chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: setup deps demo test lint bench clean
@@ -21,7 +22,10 @@ deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
+	  blocked=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && blocked=1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  rc=$$?; [ -n "$$blocked" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
 # The main job: a real experiment against the local backend (a real cgroup, a real OOM kill).
@@ -29,6 +33,10 @@ demo: setup
 	mkdir -p reports
 	CHAOSMEM_STATE_DIR=$(CURDIR)/.state $(VENV)/bin/chaos --no-log-file run \
 	  --journal-path reports/local-oom-journal.json experiments/local-oom.json
+	$(VENV)/bin/chaosmem report reports/local-oom-journal.json -o reports/local-oom.html
+	$(VENV)/bin/chaosmem report reports/local-oom-journal.json -o reports/local-oom.md
+	$(VENV)/bin/chaosmem gate reports/local-oom-journal.json --junit reports/local-oom-junit.xml
+	@echo "report: reports/local-oom.html"
 
 test: setup
 	$(PY) -m pytest -q

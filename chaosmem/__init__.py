@@ -29,6 +29,8 @@ ACTIVITY_MODULES = (
     "chaosmem.limits.probes",
     "chaosmem.local.actions",
     "chaosmem.stress.actions",
+    "chaosmem.traffic.actions",
+    "chaosmem.traffic.probes",
 )
 
 

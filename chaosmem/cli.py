@@ -22,7 +22,11 @@ from chaosmem.state import state_dir
 __all__ = ["COMMAND_MODULES", "main"]
 
 #: Modules that add sub-commands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("chaosmem.stress.cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "chaosmem.stress.cli",
+    "chaosmem.traffic.cli",
+    "chaosmem.report.cli",
+)
 
 
 def _rollback(args: argparse.Namespace) -> int:

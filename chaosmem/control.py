@@ -11,8 +11,13 @@ ended, this control undoes every ledger entry the run left open. (A SIGKILLed ru
 ``chaosmem rollback`` undoes it later from the same ledger.)
 
 It also gives the run an id (every ledger entry of the run carries it, child processes inherit
-it), watches each local target's cgroup for OOM kills with exact times, and stores what it saw
-and restored in the journal under ``extensions`` (``{"name": "chaosmem", ...}``).
+it), records the run's timeline (:class:`chaosmem.timeline.Recorder`: limits, usage, stress,
+traffic, every ``interval``, plus each activity's start and end), watches each local target's
+cgroup for OOM kills with exact times, and stores all of it, with what it restored, in the
+journal under ``extensions`` (``{"name": "chaosmem", "timeline": [...], "restored": [...]}``).
+
+Arguments (``provider.arguments``): ``interval`` (default ``"1s"``) and ``services`` (fixtures,
+see :func:`_start_fixtures`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from chaosmem.state import state_dir
 from chaosmem.targets import resolve_target
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.oomwatch import OomEvent, OomWatcher
+from chaosmem.timeline import Recorder
+from chaosmem.units import parse_duration
 
 __all__ = [
     "after_activity_control",
@@ -58,14 +65,12 @@ class _Run:
     directory: Path
     configuration: Mapping[str, Any]
     specs: list[dict[str, Any]]
-    started: float = field(default_factory=time.time)
-    marks: list[dict[str, Any]] = field(default_factory=list)
+    recorder: Recorder
     watchers: dict[str, OomWatcher] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def mark(self, event: str, **fields: Any) -> None:
-        with self.lock:
-            self.marks.append({"t": time.time(), "event": event, **fields})
+        self.recorder.mark(event, **fields)
 
     def on_kill(self, kill: OomEvent) -> None:
         self.mark("oom-kill", cgroup=kill.cgroup, count=kill.count, at=kill.at)
@@ -91,22 +96,24 @@ class _Run:
                 except ChaosmemError as exc:
                     logger.debug("chaosmem: cannot watch %s for OOM kills: %s", target.path, exc)
 
-    def finish(self) -> list[dict[str, Any]]:
-        """Undo what the run left open, stop watching, and return what was restored."""
+    def finish(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Undo what the run left open, stop watching and recording; returns (restored, timeline)."""
         for watcher in self.watchers.values():
             watcher.check_now()  # a last look: kills just before the end still count
             watcher.stop()
         self.watchers.clear()
+        timeline = self.recorder.stop()
         steps = rollback(self.base, run=self.id)
         for step in steps:
             if step.ok:
                 logger.info("chaosmem: %s", step.done)
             else:
                 logger.error("chaosmem: could not undo %s: %s", step.entry.describe(), step.error)
-        return [
+        restored = [
             {"kind": s.entry.kind, "target": s.entry.target, "done": s.done, "error": s.error}
             for s in steps
         ]
+        return restored, timeline
 
 
 _current: _Run | None = None
@@ -164,13 +171,34 @@ def before_experiment_control(
     directory = base / "runs" / run_id
     directory.mkdir(parents=True, exist_ok=True)
     set_current_run(run_id)
-    _current = _Run(
-        run_id, base, directory, dict(configuration or {}), _targets_in(context, configuration)
+    config = dict(configuration or {})
+    specs: list[dict[str, Any]] = []
+    for spec in _targets_in(context, configuration) + _fixture_targets(arguments.get("services")):
+        if spec not in specs:
+            specs.append(spec)
+    recorder = Recorder(
+        directory=directory,
+        interval=parse_duration(arguments.get("interval", "1s"), name="interval", minimum=0.05),
+        targets=specs,
+        configuration=config,
     )
+    _current = _Run(run_id, base, directory, config, specs, recorder)
+    recorder.start()
     _current.mark("experiment-start", title=context.get("title"))
     logger.info("chaosmem: run %s, state in %s", run_id, base)
     _start_fixtures(_current, arguments.get("services"), configuration)
     _current.watch_targets()
+
+
+def _fixture_targets(services: object) -> list[dict[str, Any]]:
+    """The targets the control's service fixtures will become (known before they start)."""
+    if not isinstance(services, list):
+        return []
+    return [
+        {"type": "service", "name": spec["name"]}
+        for spec in services
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str)
+    ]
 
 
 def _start_fixtures(run: _Run, services: object, configuration: Configuration) -> None:
@@ -191,8 +219,6 @@ def _start_fixtures(run: _Run, services: object, configuration: Configuration) -
                     f"services[{index}]", spec, "an object of start_service arguments"
                 )
             result = start_service(**spec, configuration=configuration)
-            if result["target"] not in run.specs:
-                run.specs.append(result["target"])
             run.mark(
                 "service-start", name=result["name"], pid=result["pid"], cgroup=result["cgroup"]
             )
@@ -231,18 +257,19 @@ def after_experiment_control(
         run.mark(
             "experiment-end", status=state.get("status") if isinstance(state, Mapping) else None
         )
-        restored = run.finish()
+        restored, timeline = run.finish()
     finally:
         set_current_run(None)
     if isinstance(state, dict):
+        marks = [r for r in timeline if r.get("kind") == "mark"]
         state.setdefault("extensions", []).append(
             {
                 "name": EXTENSION_NAME,
                 "run": run.id,
                 "state_dir": str(run.base),
                 "targets": run.specs,
-                "marks": run.marks,
-                "oom_kills": [m for m in run.marks if m["event"] == "oom-kill"],
+                "timeline": timeline,
+                "oom_kills": [m for m in marks if m["event"] == "oom-kill"],
                 "restored": restored,
             }
         )

@@ -23,6 +23,7 @@ HANDLER_MODULES = (
     "chaosmem.targets.cgroup",
     "chaosmem.local.service",
     "chaosmem.stress.stopping",
+    "chaosmem.traffic.background",
 )
 
 

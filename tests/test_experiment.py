@@ -102,9 +102,9 @@ def test_interrupted_run_restores_the_limit(
     output = proc.communicate(timeout=60)[0].decode()
     assert cgroup.memory_limit() == 256 << 20, output
     journal = json.loads((tmp_path / "journal.json").read_text())
-    assert journal["status"] == "interrupted"
+    assert journal["status"] == "interrupted", output
     extension = next(e for e in journal["extensions"] if e["name"] == "chaosmem")
-    assert [r["kind"] for r in extension["restored"]] == ["cgroup-limit"]
+    assert [r["kind"] for r in extension["restored"]] == ["cgroup-limit"], output
 
 
 def test_sigkilled_run_is_restored_by_chaosmem_rollback(tmp_path: Path, cgroup: Cgroup) -> None:

@@ -1,0 +1,266 @@
+"""Journal (+ its timeline) -> the context every template renders from.
+
+The one place that decides what a report says; templates only lay it out. The journal is
+redacted first (:mod:`chaosmem.report.redact`), so nothing below can leak a secret by mistake.
+The context is plain JSON-able data: ``--format json`` prints it as is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from chaosmem.report.journal import as_dict, chaosmem_extension
+from chaosmem.report.redact import redact, unknown_env_values
+from chaosmem.report.series import build_series, thin
+from chaosmem.report.verdict import SEVERITY, describe_tolerance, failure_message, judge, worst
+from chaosmem.timeline.sources import target_label
+
+__all__ = ["experiment_context", "report_context"]
+
+#: Longest probe output kept in a report; the journal has the rest.
+MAX_OUTPUT = 600
+_ACTIVITY_MARKS = {"activity-start", "activity-end"}
+
+
+def _time(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:  # chaoslib before 1.20 wrote naive UTC times
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso_plain(seconds: float | None) -> str | None:
+    """ISO 8601 in UTC without an offset: the ``timestamp`` form JUnit readers expect."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _output(value: Any) -> str | None:
+    """A probe's or action's output, readable and bounded."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and {"status", "headers", "body"} <= set(value):
+        body = value["body"]
+        text = f"HTTP {value['status']}: " + (
+            body if isinstance(body, str) else json.dumps(body, sort_keys=True, default=str)
+        )
+    elif isinstance(value, Mapping) and {"status", "stdout", "stderr"} <= set(value):
+        parts = [f"exit {value['status']}"]
+        for stream in ("stdout", "stderr"):
+            if str(value[stream]).strip():
+                parts.append(f"{stream}: {str(value[stream]).strip()}")
+        text = "; ".join(parts)
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, sort_keys=True, default=str)
+    return (
+        text
+        if len(text) <= MAX_OUTPUT
+        else f"{text[:MAX_OUTPUT]}… ({len(text) - MAX_OUTPUT} more characters)"
+    )
+
+
+def _activity(run: Mapping[str, Any], zero: float) -> dict[str, Any]:
+    activity = as_dict(run.get("activity"))
+    provider = as_dict(activity.get("provider"))
+    start = _time(run.get("start"))
+    return {
+        "kind": "activity",
+        "name": str(activity.get("name", "?")),
+        "type": str(activity.get("type", "?")),
+        "provider": str(provider.get("func") or provider.get("path") or provider.get("url") or ""),
+        "status": str(run.get("status", "?")),
+        "offset": None if start is None else round(start - zero, 3),
+        "duration": run.get("duration") if isinstance(run.get("duration"), int | float) else None,
+        "output": _output(run.get("output")),
+        "error": failure_message(dict(run)) if run.get("status") == "failed" else None,
+        "background": bool(activity.get("background")),
+    }
+
+
+def _state(state: Any, zero: float) -> dict[str, Any] | None:
+    if not isinstance(state, Mapping):
+        return None
+    probes = []
+    for probe in state.get("probes") or []:
+        if isinstance(probe, Mapping):
+            row = _activity(probe, zero)
+            activity = as_dict(probe.get("activity"))
+            row["tolerance"] = describe_tolerance(activity.get("tolerance"))
+            row["met"] = probe.get("tolerance_met")
+            probes.append(row)
+    return {"met": state.get("steady_state_met"), "probes": probes}
+
+
+def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {k: v for k, v in mark.items() if k not in {"t", "x", "kind", "event"}}
+    if mark.get("event") == "oom-kill":
+        target = fields.pop("target", None)
+        target = target_label(target) if isinstance(target, Mapping) else target
+        cgroup = fields.pop("cgroup", None)
+        if not target and isinstance(cgroup, str):
+            target = cgroup.rstrip("/").rsplit("/", 1)[-1]
+        fields.pop("at", None)  # already the row's time
+        if "count" in fields:
+            fields["kills so far"] = fields.pop("count")
+        what = "the kernel OOM-killed a process" + (f" in {target}" if target else "")
+    else:
+        what = str(mark.get("event"))
+    detail = ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in fields.items()
+    )
+    return {
+        "kind": "event",
+        "name": what,
+        "event": mark.get("event"),
+        "offset": mark.get("x"),
+        "detail": detail,
+    }
+
+
+def _restored(items: Iterable[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for item in items:
+        if isinstance(item, Mapping):
+            target = item.get("target")
+            rows.append(
+                {
+                    "what": str(item.get("kind") or "change")
+                    + (
+                        f" on {target_label(target) if isinstance(target, Mapping) else target}"
+                        if target
+                        else ""
+                    ),
+                    "done": None if item.get("done") is None else str(item.get("done")),
+                    "error": None if item.get("error") is None else str(item.get("error")),
+                }
+            )
+        else:
+            rows.append({"what": "change", "done": str(item), "error": None})
+    return rows
+
+
+def _finds(runs: Iterable[Mapping[str, Any]], word: str, zero: float) -> list[dict[str, Any]]:
+    return [row for r in runs if word in (row := _activity(r, zero))["provider"]]
+
+
+def experiment_context(
+    journal: Mapping[str, Any],
+    *,
+    source: str,
+    environ: Mapping[str, str] | None = None,
+    redact_values: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Everything a report says about one journal."""
+    clean = redact(journal, environ=environ, extra=redact_values)
+    experiment: dict[str, Any] = clean["experiment"]
+    extension = chaosmem_extension(clean)
+    timeline = extension["timeline"]
+    start, end = _time(clean.get("start")), _time(clean.get("end"))
+    first = next((float(r["t"]) for r in timeline if isinstance(r.get("t"), int | float)), None)
+    known = [x for x in (start, first) if x is not None]
+    zero = min(known) if known else 0.0
+    verdict = judge(clean)
+    env_warnings = [
+        f"${name} fed a secret when the experiment ran but is not set where this report was "
+        "rendered, so its value could not be redacted: render reports in the run's environment"
+        for name in unknown_env_values(as_dict(journal.get("experiment")), environ)
+    ]
+    series = thin(build_series(timeline, zero))
+    runs = [r for r in clean.get("run") or [] if isinstance(r, Mapping)]
+    method = [_activity(r, zero) for r in runs]
+    events = [_event(m) for m in series["marks"] if m.get("event") not in _ACTIVITY_MARKS]
+    timeline_rows = sorted(method + events, key=lambda r: (r["offset"] is None, r["offset"] or 0.0))
+    states = as_dict(clean.get("steady_states"))
+    hypothesis = experiment.get("steady-state-hypothesis")
+    hypothesis = hypothesis if isinstance(hypothesis, Mapping) else {}
+    all_probes = [
+        p
+        for s in (states.get("before"), states.get("after"))
+        if isinstance(s, Mapping)
+        for p in s.get("probes") or []
+        if isinstance(p, Mapping)
+    ]
+    return {
+        "source": source,
+        "title": str(experiment.get("title", "untitled experiment")),
+        "description": str(experiment.get("description", "")),
+        "tags": [str(t) for t in experiment.get("tags") or []],
+        "verdict": {
+            "status": verdict.status,
+            "reasons": verdict.reasons,
+            "warnings": verdict.warnings + env_warnings,
+        },
+        "redaction_warnings": env_warnings,
+        "chaos": {
+            "status": clean.get("status"),
+            "deviated": bool(clean.get("deviated")),
+            "version": clean.get("chaoslib-version"),
+            "node": clean.get("node"),
+            "platform": clean.get("platform"),
+        },
+        "run": extension.get("run"),
+        "started": _iso(start),
+        "started_at": _iso_plain(start),
+        "ended": _iso(end),
+        "duration": clean.get("duration")
+        if isinstance(clean.get("duration"), int | float)
+        else None,
+        "hypothesis": {
+            "title": str(hypothesis.get("title", "")),
+            "declared": [
+                {
+                    "name": str(p.get("name", "?")),
+                    "tolerance": describe_tolerance(p.get("tolerance")),
+                }
+                for p in hypothesis.get("probes") or []
+                if isinstance(p, Mapping)
+            ],
+            "before": _state(states.get("before"), zero),
+            "after": _state(states.get("after"), zero),
+            "during_deviations": sum(
+                1
+                for s in states.get("during") or []
+                if isinstance(s, Mapping) and s.get("steady_state_met") is False
+            ),
+        },
+        "method": timeline_rows,
+        "rollbacks": [
+            _activity(r, zero) for r in clean.get("rollbacks") or [] if isinstance(r, Mapping)
+        ],
+        "restored": _restored(extension["restored"]),
+        "autoscaling": _finds(runs, "autoscaling", zero) + _finds(all_probes, "autoscaling", zero),
+        "timeline": series,
+    }
+
+
+def report_context(experiments: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report over one or more experiments: a game day when there are several."""
+    statuses = [e["verdict"]["status"] for e in experiments]
+    return {
+        "title": experiments[0]["title"]
+        if len(experiments) == 1
+        else f"Game day: {len(experiments)} experiments",
+        "gameday": len(experiments) > 1,
+        "verdict": worst(statuses),
+        "counts": {s: statuses.count(s) for s in SEVERITY if s in statuses},
+        "generated": _iso(time.time()),
+        "experiments": experiments,
+    }

@@ -1,0 +1,240 @@
+"""Timeline records -> chart series and headline figures, in seconds since the run started.
+
+Figures (peaks, totals, OOM kills, the 503 ratio) are computed from every sample; only the chart
+series are thinned, and only after that, so a report of a ten-hour game day stays small without
+hiding the one spike that matters:
+
+- continuous series (usage, stress, req/s, 503 ratio, Go memory) keep the minimum and maximum of
+  each bucket, in time order — a peak near the limit survives, unlike with averaging;
+- step series (limit, replicas) keep only the points where the value changes;
+- OOM kills are never thinned: each one is drawn where it happened.
+
+Min/max buckets are a dozen lines with no dependency, where an LTTB library would bring numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from chaosmem.report.journal import as_dict
+from chaosmem.timeline.sources import target_label
+
+__all__ = ["MAX_POINTS", "build_series", "minmax", "steps", "thin"]
+
+Point = list[float]
+#: Points per continuous chart line; ~2 per horizontal pixel of a 900-wide chart at most.
+MAX_POINTS = 600
+_GO_PREFERRED = ("HeapAlloc", "HeapInuse", "HeapSys", "Sys", "NextGC", "StackInuse")
+
+
+def minmax(points: list[Point], max_points: int = MAX_POINTS) -> list[Point]:
+    """At most ``max_points`` points keeping each bucket's extremes, in time order."""
+    if len(points) <= max_points:
+        return points
+    buckets = max(1, max_points // 2)
+    size = len(points) / buckets
+    kept: list[Point] = []
+    for index in range(buckets):
+        bucket = points[int(index * size) : int((index + 1) * size)]
+        if not bucket:
+            continue
+        low = min(bucket, key=lambda p: p[1])
+        high = max(bucket, key=lambda p: p[1])
+        kept.extend(sorted({id(low): low, id(high): high}.values(), key=lambda p: p[0]))
+    return kept
+
+
+def steps(points: list[Point]) -> list[Point]:
+    """Only the points where a step series changes (and its last point), so a line stays exact."""
+    kept: list[Point] = []
+    for index, point in enumerate(points):
+        if not kept or point[1] != kept[-1][1]:
+            if kept and index > 0 and points[index - 1] is not kept[-1]:
+                kept.append(points[index - 1])
+            kept.append(point)
+    if points and kept[-1] is not points[-1]:
+        kept.append(points[-1])
+    return kept
+
+
+def _number(value: Any) -> float | None:
+    # NB: exact types: bool is an int, and this runs a dozen times per sample.
+    kind = type(value)
+    return float(value) if kind is int or kind is float else None
+
+
+def _mark_targets(mark: Mapping[str, Any]) -> set[str]:
+    """The names an OOM-kill mark may go by: its target's label, or its cgroup's directory."""
+    target = mark.get("target")
+    names = (
+        {target_label(target) if isinstance(target, Mapping) else str(target)} if target else set()
+    )
+    if isinstance(mark.get("cgroup"), str):
+        names |= {mark["cgroup"], mark["cgroup"].rstrip("/").rsplit("/", 1)[-1]}
+    return names
+
+
+def _replicas(value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if (number := _number(value)) is not None:
+        return {"replicas": number}
+    if isinstance(value, dict):
+        return {str(k): n for k, v in value.items() if (n := _number(v)) is not None}
+    return {}
+
+
+def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str, Any]:
+    """Full-resolution series and figures from the records; see :func:`thin` for charts."""
+    targets: dict[str, dict[str, Any]] = {}
+    stress: list[Point] = []
+    rps: list[Point] = []
+    ratio: list[Point] = []
+    replicas: dict[str, list[Point]] = {}
+    go: dict[str, list[Point]] = {}
+    marks: list[dict[str, Any]] = []
+    totals: dict[str, Any] = {"sent": 0, "completed": 0, "status": {}, "errors": {}}
+    lag_p99: list[float] = []
+    stats: dict[str, Any] | None = None
+    samples = 0
+
+    for record in timeline:
+        t = _number(record.get("t"))
+        if t is None:
+            continue
+        x = round(t - zero, 3)
+        kind = record.get("kind")
+        if kind == "mark":
+            # NB: an OOM watcher's mark carries the kernel event's own time in ``at``.
+            seen_at = _number(record.get("at")) if record.get("event") == "oom-kill" else None
+            marks.append({**record, "x": round(seen_at - zero, 3) if seen_at is not None else x})
+            continue
+        if kind == "stats":
+            stats = dict(record)
+            continue
+        if kind != "sample":
+            continue
+        samples += 1
+        for row in record.get("targets") or []:
+            if type(row) is not dict:
+                continue
+            entry = targets.setdefault(
+                str(row.get("name", "?")), {"usage": [], "limit": [], "oom_counts": [], "errors": 0}
+            )
+            if "error" in row:
+                entry["errors"] += 1
+            if (usage := _number(row.get("usage"))) is not None:
+                entry["usage"].append([x, usage])
+            if (limit := _number(row.get("limit"))) is not None:
+                entry["limit"].append([x, limit])
+            if (killed := _number(row.get("oom_kills"))) is not None:
+                entry["oom_counts"].append([x, killed])
+        held = record.get("stress")
+        if type(held) is dict and (value := _number(held.get("bytes"))) is not None:
+            stress.append([x, value])
+        traffic = record.get("traffic")
+        if type(traffic) is dict and (seconds := _number(traffic.get("seconds"))):
+            completed = _number(traffic.get("completed")) or 0.0
+            rps.append([x, completed / seconds])
+            status = as_dict(traffic.get("status"))
+            answered = sum(int(n) for n in status.values())
+            if answered:
+                ratio.append([x, int(status.get("503", 0)) / answered])
+            totals["sent"] += int(_number(traffic.get("sent")) or 0)
+            totals["completed"] += int(completed)
+            for name in ("status", "errors"):
+                bucket = traffic.get(name)
+                if isinstance(bucket, Mapping):
+                    for code, count in bucket.items():
+                        totals[name][str(code)] = totals[name].get(str(code), 0) + int(count)
+            if (lag := _number(traffic.get("lag_p99_ms"))) is not None:
+                lag_p99.append(lag)
+        for name, value in _replicas(record.get("replicas")).items():
+            replicas.setdefault(name, []).append([x, value])
+        memstats = record.get("go")
+        if type(memstats) is dict:
+            for name, raw in memstats.items():
+                if (value := _number(raw)) is not None:
+                    go.setdefault(str(name), []).append([x, value])
+
+    oom_marks = [m for m in marks if m.get("event") == "oom-kill"]
+    target_rows: list[dict[str, Any]] = []
+    for name, entry in targets.items():
+        counts = entry["oom_counts"]
+        derived = [
+            {"x": point[0], "count": int(point[1] - counts[i - 1][1])}
+            for i, point in enumerate(counts)
+            if i and point[1] > counts[i - 1][1]
+        ]
+        exact = [
+            {"x": m["x"], "counter": _number(m.get("count"))}
+            for m in oom_marks
+            if len(targets) == 1 or name in _mark_targets(m) or not _mark_targets(m)
+        ]
+        kills = exact or derived
+        for kill in kills:
+            # NB: drawn at the usage just before the kill: the sample after it shows the drop.
+            earlier = [p for p in entry["usage"] if p[0] < kill["x"]]
+            kill["usage"] = earlier[-1][1] if earlier else None
+        limits = [p[1] for p in entry["limit"]]
+        target_rows.append(
+            {
+                "name": name,
+                "usage": entry["usage"],
+                "limit": entry["limit"],
+                "oom_kills": kills,
+                "oom_kill_total": max(
+                    int(counts[-1][1] - counts[0][1]) if counts else 0, len(exact)
+                ),
+                "peak_usage": max((p[1] for p in entry["usage"]), default=None),
+                "limit_min": min(limits, default=None),
+                "limit_max": max(limits, default=None),
+                "unreadable_samples": entry["errors"],
+            }
+        )
+    answered_total = sum(totals["status"].values())
+    traffic_summary = None
+    if rps:
+        traffic_summary = {
+            **totals,
+            "peak_rps": max(p[1] for p in rps),
+            "mean_rps": sum(p[1] for p in rps) / len(rps),
+            "ratio_503": totals["status"].get("503", 0) / answered_total
+            if answered_total
+            else None,
+            "lag_p99_ms": max(lag_p99) if lag_p99 else None,
+        }
+    go_keys = [k for k in _GO_PREFERRED if k in go] or sorted(go)[:6]
+    return {
+        "samples": samples,
+        "targets": target_rows,
+        "stress": stress,
+        "stress_peak": max((p[1] for p in stress), default=None),
+        "rps": rps,
+        "ratio_503": ratio,
+        "traffic": traffic_summary,
+        "replicas": replicas,
+        "replicas_range": {
+            name: [min(p[1] for p in pts), max(p[1] for p in pts)] for name, pts in replicas.items()
+        },
+        "go": {k: go[k] for k in go_keys},
+        "marks": marks,
+        "stats": stats,
+    }
+
+
+def thin(series: dict[str, Any], max_points: int = MAX_POINTS) -> dict[str, Any]:
+    """The same series with chart lines thinned; figures and OOM kills untouched."""
+    return {
+        **series,
+        "targets": [
+            {**row, "usage": minmax(row["usage"], max_points), "limit": steps(row["limit"])}
+            for row in series["targets"]
+        ],
+        "stress": minmax(series["stress"], max_points),
+        "rps": minmax(series["rps"], max_points),
+        "ratio_503": minmax(series["ratio_503"], max_points),
+        "replicas": {k: steps(v) for k, v in series["replicas"].items()},
+        "go": {k: minmax(v, max_points) for k, v in series["go"].items()},
+    }

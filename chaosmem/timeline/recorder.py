@@ -1,0 +1,190 @@
+"""The recorder: a background thread that samples the run, and a place to mark its moments.
+
+Every record is a JSON object with a unix time ``t`` and a ``kind``:
+
+- ``{"kind": "sample", "t": …, "targets": [{"name", "limit", "usage", "oom_kills"}], "stress":
+  {"bytes", "stressors"}, "traffic": {"seconds", "sent", "completed", "status", "errors",
+  "lag_p99_ms"}}`` — keys only for sources that had something to say;
+- ``{"kind": "mark", "t": …, "event": "activity-start" | "activity-end" | "oom-kill" | …, …}``;
+- ``{"kind": "stats", "t": …, "samples": n, "cpu_seconds": s, "interval": i}`` — last, so a
+  report can show what the recording cost.
+
+Records are appended to ``timeline.jsonl`` as they happen (flushed, not fsynced: a crash loses at
+most the page cache, and the journal copy is the primary one), so a run killed mid-way still
+leaves its timeline beside the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from chaosmem.errors import InvalidArgument
+from chaosmem.state import state_dir
+from chaosmem.timeline.sources import Resolver, Source, SourceSetup, build_sources
+
+__all__ = ["MIN_INTERVAL", "TIMELINE_FILE", "Recorder", "read_timeline"]
+
+logger = logging.getLogger("chaostoolkit")
+
+TIMELINE_FILE = "timeline.jsonl"
+#: Below this the recorder itself would become the load being measured.
+MIN_INTERVAL = 0.05
+
+
+class Recorder:
+    """Samples ``targets`` every ``interval`` seconds into ``directory/timeline.jsonl``.
+
+    ``sources`` replaces the registered sources (tests, benchmarks); ``resolve`` replaces
+    ``chaosmem.targets.resolve_target`` for the built-in targets source.
+    """
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        interval: float = 1.0,
+        targets: list[dict[str, Any]],
+        configuration: dict[str, Any] | None,
+        resolve: Resolver | None = None,
+        sources: list[Source] | None = None,
+    ) -> None:
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not math.isfinite(interval)
+            or interval < MIN_INTERVAL
+        ):
+            raise InvalidArgument(
+                "interval", interval, f"a number of seconds of at least {MIN_INTERVAL}"
+            )
+        if not isinstance(targets, list) or not all(isinstance(t, Mapping) for t in targets):
+            raise InvalidArgument("targets", targets, "a list of target objects")
+        self.directory = Path(directory)
+        self.interval = float(interval)
+        self.configuration = configuration
+        if (
+            not targets
+            and configuration
+            and isinstance(configuration.get("chaosmem_target"), Mapping)
+        ):
+            targets = [dict(configuration["chaosmem_target"])]
+        self.targets = [dict(t) for t in targets]
+        self._resolve = resolve
+        self._given_sources = sources
+        self._sources: list[Source] = []
+        self._records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._file: IO[str] | None = None
+        self.samples = 0
+        self.cpu_seconds = 0.0
+
+    @property
+    def path(self) -> Path:
+        return self.directory / TIMELINE_FILE
+
+    def _open(self) -> None:
+        if self._file is None:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._file = self.path.open("a", encoding="utf-8")
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True, default=str)
+        with self._lock:
+            self._records.append(record)
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+
+    def start(self) -> None:
+        """Take a first sample now, then one every ``interval`` on a daemon thread."""
+        if self._thread is not None:
+            return
+        self._open()
+        if self._given_sources is not None:
+            self._sources = list(self._given_sources)
+        else:
+            setup = SourceSetup(
+                targets=self.targets,
+                configuration=self.configuration,
+                state=state_dir(self.configuration),
+                started=time.time(),
+                resolve=self._resolve,
+            )
+            self._sources = build_sources(setup)
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name="chaosmem-timeline", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_at = time.monotonic() + self.interval
+        while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
+            self._sample()
+            next_at += self.interval
+            # NB: after a long stall (a suspended VM), skip the missed ticks instead of bursting.
+            if next_at < time.monotonic():
+                next_at = time.monotonic() + self.interval
+
+    def _sample(self) -> None:
+        cpu = time.thread_time()
+        record: dict[str, Any] = {"t": time.time(), "kind": "sample"}
+        for source in self._sources:
+            try:
+                value = source.sample()
+            except Exception as exc:
+                value = {"error": f"{type(exc).__name__}: {exc}"}
+            if value is not None:
+                record[source.key] = value
+        self._append(record)
+        self.samples += 1
+        self.cpu_seconds += time.thread_time() - cpu
+
+    def mark(self, event: str, **fields: Any) -> None:
+        """Note a moment (``activity-start``, ``activity-end``, ``oom-kill`` …) as of now."""
+        if not isinstance(event, str) or not event:
+            raise InvalidArgument("event", event, "a non-empty string")
+        self._open()
+        self._append({**fields, "t": time.time(), "kind": "mark", "event": event})
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop sampling (after one last sample) and return every record, oldest first."""
+        if self._thread is not None:
+            self._stopping.set()
+            self._thread.join()
+            self._thread = None
+            self._sample()
+            self._append(
+                {
+                    "t": time.time(),
+                    "kind": "stats",
+                    "samples": self.samples,
+                    "cpu_seconds": round(self.cpu_seconds, 6),
+                    "interval": self.interval,
+                }
+            )
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            return sorted(self._records, key=lambda r: float(r["t"]))
+
+
+def read_timeline(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``timeline.jsonl``; lines torn by a crash are skipped."""
+    records: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("t"), int | float):
+            records.append(record)
+    return sorted(records, key=lambda r: float(r["t"]))

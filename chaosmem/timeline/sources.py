@@ -1,0 +1,261 @@
+"""What one timeline sample reads: one source per concern, each cheap enough to run every second.
+
+A source is built once per run from a :class:`SourceSetup` and then asked for a JSON-able value
+on every tick; ``None`` means "nothing to say this tick" and leaves the key out of the sample.
+Sources never raise into the recorder for the ordinary troubles of a live system (a target not
+started yet, a replay that has not written its first second): they say so in the value instead.
+
+Built in: ``targets`` (memory limit, usage and OOM kills of each target), ``stress`` (bytes the
+stressors hold, from ``STATE/stress/*.json``) and ``traffic`` (replay req/s and status mix, from
+``STATE/replays/<latest>/seconds.jsonl``). Later concerns add theirs with
+:func:`register_source` — e.g. ``go`` (Go MemStats) or ``replicas`` (autoscaling); the report
+draws a chart for ``go`` and ``replicas`` whenever samples carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from chaosmem.targets import MemoryTarget, resolve_target
+
+__all__ = [
+    "Resolver",
+    "Source",
+    "SourceSetup",
+    "build_sources",
+    "register_source",
+    "target_label",
+]
+
+logger = logging.getLogger("chaostoolkit")
+
+
+Resolver = Callable[[Mapping[str, Any], Mapping[str, Any] | None], MemoryTarget]
+
+
+class Source(Protocol):
+    """One concern's contribution to a sample, stored under ``key``."""
+
+    key: str
+
+    def sample(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SourceSetup:
+    """Everything a source may need, fixed for the whole run."""
+
+    targets: list[dict[str, Any]]
+    configuration: Mapping[str, Any] | None
+    state: Path
+    started: float
+    resolve: Resolver | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SourceFactory = Callable[[SourceSetup], Source | None]
+_FACTORIES: dict[str, SourceFactory] = {}
+
+
+def register_source(key: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Add a source to every future recorder; the factory returns ``None`` when it has nothing to
+    watch in this run (e.g. no Go service configured), so it costs nothing then."""
+
+    def wrap(factory: SourceFactory) -> SourceFactory:
+        _FACTORIES[key] = factory
+        return factory
+
+    return wrap
+
+
+def build_sources(setup: SourceSetup) -> list[Source]:
+    sources: list[Source] = []
+    for key, factory in _FACTORIES.items():
+        try:
+            source = factory(setup)
+        except Exception as exc:
+            logger.warning("chaosmem timeline: source %r is off: %s", key, exc)
+            continue
+        if source is not None:
+            sources.append(source)
+    return sources
+
+
+def target_label(spec: Mapping[str, Any]) -> str:
+    """A short name for a target spec, as charts and tables show it."""
+    kind = spec.get("type")
+    if kind == "cgroup":
+        return Path(str(spec.get("path", "?"))).name or str(spec.get("path"))
+    if kind == "process":
+        return f"pid {spec['pid']}" if "pid" in spec else f"pidfile {spec.get('pidfile', '?')}"
+    if kind == "service":
+        return str(spec.get("name", "?"))
+    if kind == "pod":
+        base = f"{spec.get('namespace', 'default')}/{spec.get('label_selector', '?')}"
+        return f"{base} ({spec['container']})" if spec.get("container") else base
+    if kind == "deployment":
+        return f"{spec.get('namespace', 'default')}/{spec.get('name', '?')}"
+    return json.dumps(dict(spec), sort_keys=True, default=str)
+
+
+class TargetsSource:
+    """Limit, usage and OOM-kill count of each target, resolved lazily.
+
+    A target may not exist when the run starts (a service the method starts, a pod being
+    replaced), so resolving is retried each tick until it works, and redone after a read fails.
+    """
+
+    key = "targets"
+
+    def __init__(self, setup: SourceSetup) -> None:
+        self.specs = setup.targets
+        self.configuration = setup.configuration
+        self.resolve: Resolver = setup.resolve or resolve_target
+        self.resolved: dict[int, MemoryTarget] = {}
+        self.reported: set[str] = set()
+
+    def _target(self, index: int) -> MemoryTarget:
+        if index not in self.resolved:
+            self.resolved[index] = self.resolve(self.specs[index], self.configuration)
+        return self.resolved[index]
+
+    def sample(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for index, spec in enumerate(self.specs):
+            row: dict[str, Any] = {"name": target_label(spec)}
+            try:
+                target = self._target(index)
+                row["limit"] = target.memory_limit()
+                row["usage"] = target.memory_usage()
+                row["oom_kills"] = target.oom_kill_count()
+            except Exception as exc:
+                self.resolved.pop(index, None)
+                row["error"] = f"{type(exc).__name__}: {exc}"
+                if row["error"] not in self.reported:
+                    self.reported.add(row["error"])
+                    logger.debug("chaosmem timeline: cannot read %s: %s", row["name"], exc)
+            rows.append(row)
+        return rows
+
+
+@register_source("targets")
+def _targets(setup: SourceSetup) -> Source | None:
+    return TargetsSource(setup) if setup.targets else None
+
+
+class StressSource:
+    """Bytes every stressor holds now: the sum of ``"bytes"`` over ``STATE/stress/*.json``.
+
+    A file torn mid-write or removed between listing and reading is skipped this tick.
+    """
+
+    key = "stress"
+
+    def __init__(self, setup: SourceSetup) -> None:
+        self.directory = setup.state / "stress"
+
+    def sample(self) -> dict[str, int] | None:
+        if not self.directory.is_dir():
+            return None
+        total, count = 0, 0
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                held = json.loads(path.read_text(encoding="utf-8")).get("bytes")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(held, int | float) and not isinstance(held, bool):
+                total += int(held)
+                count += 1
+        return {"bytes": total, "stressors": count} if count else None
+
+
+@register_source("stress")
+def _stress(setup: SourceSetup) -> Source | None:
+    return StressSource(setup)
+
+
+_REPLAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class TrafficSource:
+    """The replay's seconds since the last tick, folded into one value.
+
+    ``STATE/replays/latest`` names the replay; its ``seconds.jsonl`` gains one line per second.
+    The file is read from where the last tick stopped (never re-read whole), lines older than the
+    run are ignored (a ``latest`` left by an earlier run), and a half-written last line waits for
+    the next tick.
+    """
+
+    key = "traffic"
+
+    def __init__(self, setup: SourceSetup) -> None:
+        self.replays = setup.state / "replays"
+        self.since = setup.started - 1.0
+        self.replay: str | None = None
+        self.offset = 0
+
+    def _latest(self) -> str | None:
+        try:
+            text = (self.replays / "latest").read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return text if _REPLAY_ID.fullmatch(text) and text not in {".", ".."} else None
+
+    def _new_lines(self, replay: str) -> list[dict[str, Any]]:
+        if replay != self.replay:
+            self.replay, self.offset = replay, 0
+        try:
+            with (self.replays / replay / "seconds.jsonl").open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except OSError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        lines: list[dict[str, Any]] = []
+        for raw in complete.splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(line, dict) and float(line.get("t", 0)) >= self.since:
+                lines.append(line)
+        return lines
+
+    def sample(self) -> dict[str, Any] | None:
+        replay = self._latest()
+        if replay is None:
+            return None
+        lines = self._new_lines(replay)
+        if not lines:
+            return None
+        status: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        for line in lines:
+            for bucket, into in ((line.get("status"), status), (line.get("errors"), errors)):
+                if isinstance(bucket, dict):
+                    for name, count in bucket.items():
+                        into[str(name)] = into.get(str(name), 0) + int(count)
+        lags = [
+            float(x["lag_p99_ms"]) for x in lines if isinstance(x.get("lag_p99_ms"), int | float)
+        ]
+        return {
+            "replay": replay,
+            "seconds": len(lines),
+            "sent": sum(int(x.get("sent", 0)) for x in lines),
+            "completed": sum(int(x.get("completed", 0)) for x in lines),
+            "status": status,
+            "errors": errors,
+            "lag_p99_ms": max(lags) if lags else None,
+        }
+
+
+@register_source("traffic")
+def _traffic(setup: SourceSetup) -> Source | None:
+    return TrafficSource(setup)

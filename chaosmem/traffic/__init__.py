@@ -1,0 +1,6 @@
+"""Replay captured production traffic (goreplay, HAR, JSON lines) at a chosen speed or rate.
+
+``capture`` reads captures as streams, ``schedule`` times and rewrites them, ``replay`` sends
+them and accounts for every request, ``results`` is the state-dir layout other code reads;
+``actions``/``probes`` are the thin Chaos Toolkit faces, ``worker`` runs a background replay.
+"""

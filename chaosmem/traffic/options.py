@@ -1,0 +1,211 @@
+"""Every replay argument checked once, for the activity, the CLI and the worker process alike.
+
+Nothing is sent before all of them pass: a typo in a header name must not turn into a
+half-started load test. Each refusal is an :class:`InvalidArgument` naming the argument.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from chaosmem.errors import InvalidArgument
+from chaosmem.traffic.capture import FORMATS, expand_capture
+from chaosmem.units import parse_duration
+from chaosmem.validate import check_bool, check_choice, check_int, check_url
+
+__all__ = ["DEFAULT_CONCURRENCY", "ReplayOptions", "parse_options"]
+
+DEFAULT_CONCURRENCY = 64
+MAX_CONCURRENCY = 20_000
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Hop-by-hop headers are about the recorded connection, not the request: a recorded
+#: ``Connection: close`` would defeat keep-alive, ``Expect: 100-continue`` would stall.
+#: ``Content-Length``/``Transfer-Encoding`` are recomputed from the (de-chunked) body.
+DROPPED_HEADERS = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "expect",
+        "content-length",
+        "transfer-encoding",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """A replay, fully validated. ``to_spec()`` gives back arguments ``parse_options`` accepts."""
+
+    files: tuple[str, ...]
+    capture_format: str
+    target_url: str
+    speed: float
+    rate: float | None
+    duration: float | None
+    loop: bool
+    concurrency: int
+    timeout: float
+    set_headers: tuple[tuple[str, str], ...]
+    remove_headers: tuple[str, ...]
+    methods: tuple[str, ...] | None
+    path_pattern: str | None
+    allow_remote: bool
+
+    @property
+    def host_header(self) -> str:
+        parts = urlsplit(self.target_url)
+        return parts.netloc.rpartition("@")[2]
+
+    @property
+    def path_prefix(self) -> str:
+        return urlsplit(self.target_url).path.rstrip("/")
+
+    def to_spec(self) -> dict[str, Any]:
+        spec = asdict(self)
+        spec["capture"] = list(spec.pop("files"))
+        spec["headers"] = dict(spec.pop("set_headers"))
+        return spec
+
+
+def _positive(value: object, *, name: str, expected: str, suffix: str = "") -> float:
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if suffix and text.endswith(suffix):
+            text = text[: -len(suffix)]
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise InvalidArgument(name, value, expected)
+    return number
+
+
+def _header_name(value: object, *, name: str) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise InvalidArgument(
+            name, value, "an HTTP header name (letters, digits, '-', no spaces or ':')"
+        )
+    return value
+
+
+def _header_value(value: object, *, name: str) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+        raise InvalidArgument(name, value, "a header value: a string without line breaks")
+    return value
+
+
+def _str_list(value: object, *, name: str) -> list[object]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise InvalidArgument(name, value, "a string or a list of strings")
+
+
+def parse_options(
+    *,
+    capture: object,
+    target_url: object,
+    speed: object = 1.0,
+    rate: object = None,
+    duration: object = None,
+    loop: object = False,
+    concurrency: object = DEFAULT_CONCURRENCY,
+    timeout: object = "5s",
+    headers: object = None,
+    remove_headers: object = None,
+    methods: object = None,
+    path_pattern: object = None,
+    allow_remote: object = False,
+    capture_format: object = "auto",
+) -> ReplayOptions:
+    """Check every argument; ``rate`` (req/s) replaces the recorded timing when given."""
+    remote = check_bool(allow_remote, name="allow_remote")
+    url = check_url(target_url, name="target_url", allow_remote=remote)
+    fmt = check_choice(capture_format, name="capture_format", choices=FORMATS)
+    files = expand_capture(capture, name="capture")
+    speed_value = _positive(
+        speed, name="speed", expected="a number above 0 such as 1, 10 or 0.5", suffix="x"
+    )
+    rate_value = None
+    if rate is not None:
+        rate_value = _positive(
+            rate,
+            name="rate",
+            expected="requests per second above 0, such as 2000 or '2000/s'",
+            suffix="/s",
+        )
+    duration_value = None
+    if duration is not None:
+        duration_value = parse_duration(duration, name="duration")
+        if duration_value <= 0:
+            raise InvalidArgument("duration", duration, "a duration above zero such as '60s'")
+    loop_value = check_bool(loop, name="loop")
+    if loop_value and duration_value is None:
+        raise InvalidArgument(
+            "duration", duration, "a duration when loop is true (a looping replay must end)"
+        )
+    conc = check_int(concurrency, name="concurrency", minimum=1, maximum=MAX_CONCURRENCY)
+    timeout_value = parse_duration(timeout, name="timeout", minimum=0.001)
+    set_headers: list[tuple[str, str]] = []
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            raise InvalidArgument("headers", headers, "an object of header names to values")
+        for key, val in headers.items():
+            set_headers.append(
+                (_header_name(key, name="headers"), _header_value(val, name=f"headers.{key}"))
+            )
+    removed: list[str] = []
+    if remove_headers is not None:
+        removed = [
+            _header_name(h, name="remove_headers")
+            for h in _str_list(remove_headers, name="remove_headers")
+        ]
+    method_list: tuple[str, ...] | None = None
+    if methods is not None:
+        items = _str_list(methods, name="methods")
+        if not items:
+            raise InvalidArgument("methods", methods, "at least one HTTP method, such as ['GET']")
+        method_list = tuple(_header_name(m, name="methods").upper() for m in items)
+    pattern: str | None = None
+    if path_pattern is not None:
+        if not isinstance(path_pattern, str):
+            raise InvalidArgument("path_pattern", path_pattern, "a regular expression string")
+        try:
+            re.compile(path_pattern)
+        except re.error as exc:
+            raise InvalidArgument(
+                "path_pattern", path_pattern, f"a valid regular expression ({exc})"
+            ) from None
+        pattern = path_pattern
+    return ReplayOptions(
+        files=tuple(files),
+        capture_format=fmt,
+        target_url=url,
+        speed=speed_value,
+        rate=rate_value,
+        duration=duration_value,
+        loop=loop_value,
+        concurrency=conc,
+        timeout=timeout_value,
+        set_headers=tuple(set_headers),
+        remove_headers=tuple(removed),
+        methods=method_list,
+        path_pattern=pattern,
+        allow_remote=remote,
+    )

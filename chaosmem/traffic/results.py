@@ -1,0 +1,130 @@
+"""Where a replay's results live in the state dir, and how to read them back.
+
+This layout is a contract with the report/timeline code and with probes running in another
+process than the replay (a background replay is a child process)::
+
+    STATE/replays/latest                     the id of the latest replay (text, one line)
+    STATE/replays/<id>/summary.json          the summary; rewritten atomically every second while
+                                             the replay runs ("state": "running"), final at the end
+                                             ("done", "stopped" or "failed")
+    STATE/replays/<id>/seconds.jsonl         one line per elapsed second, appended live
+    STATE/replays/<id>/requests.bin          one 22-byte record per request (see REQUEST_RECORD)
+    STATE/replays/<id>/spec.json             the validated options (what a worker process runs)
+    STATE/replays/<id>/worker.pid            pid of a background worker process
+
+A ``seconds.jsonl`` line counts what happened *during* that second (not running totals)::
+
+    {"t": 1700000001.0, "elapsed": 1, "sent": 950, "completed": 948,
+     "status": {"200": 900, "503": 48}, "errors": {"timeout": 2}, "lag_p99_ms": 0.4}
+
+``t`` is the unix time at the end of the second. Error classes are ``timeout``, ``refused``,
+``reset``, ``other`` and ``cancelled`` (in flight when the replay was stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from chaosmem.errors import ChaosmemError
+
+__all__ = [
+    "ERROR_CODES",
+    "REQUEST_RECORD",
+    "latest_id",
+    "new_replay_id",
+    "read_requests",
+    "read_seconds",
+    "read_summary",
+    "replay_dir",
+    "replays_dir",
+    "set_latest",
+    "write_json_atomic",
+]
+
+#: scheduled send time (µs since the replay's start), actual send time (µs since start),
+#: latency in µs (-1 when no response), and the outcome: an HTTP status, or a negative error
+#: code from :data:`ERROR_CODES`. Little-endian, no padding: 22 bytes a request.
+REQUEST_RECORD = struct.Struct("<qqih")
+ERROR_CODES = {"timeout": -1, "refused": -2, "reset": -3, "other": -4, "cancelled": -5}
+ERROR_NAMES = {code: name for name, code in ERROR_CODES.items()}
+
+
+def replays_dir(state: Path) -> Path:
+    return state / "replays"
+
+
+def replay_dir(state: Path, replay_id: str) -> Path:
+    return replays_dir(state) / replay_id
+
+
+def new_replay_id() -> str:
+    """Sortable by start time, unique across processes: ``20250101T120000Z-1a2b3c``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Readers in other processes see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def set_latest(state: Path, replay_id: str) -> None:
+    directory = replays_dir(state)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = directory / f".latest.{os.getpid()}.tmp"
+    tmp.write_text(replay_id + "\n", encoding="utf-8")
+    os.replace(tmp, directory / "latest")
+
+
+def latest_id(state: Path) -> str | None:
+    try:
+        text = (replays_dir(state) / "latest").read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def read_summary(state: Path, replay_id: str | None = None) -> dict[str, Any]:
+    """The summary of ``replay_id`` (default: the latest replay of this state dir)."""
+    rid = replay_id or latest_id(state)
+    if rid is None:
+        raise ChaosmemError(f"no replay has run with state dir {state}; run replay_traffic first")
+    path = replay_dir(state, rid) / "summary.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ChaosmemError(f"replay {rid} has no summary at {path}; did it start?") from None
+    except ValueError as exc:
+        raise ChaosmemError(f"replay {rid}: {path} is not JSON ({exc})") from None
+    return data
+
+
+def read_seconds(state: Path, replay_id: str) -> list[dict[str, Any]]:
+    """The per-second lines of a replay; a torn last line (still being written) is skipped."""
+    lines: list[dict[str, Any]] = []
+    try:
+        text = (replay_dir(state, replay_id) / "seconds.jsonl").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return lines
+    for line in text.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+def read_requests(path: Path) -> Iterator[tuple[int, int, int, int]]:
+    """(scheduled_us, sent_us, latency_us, code) for each request record of ``requests.bin``."""
+    with path.open("rb") as stream:
+        while chunk := stream.read(REQUEST_RECORD.size * 4096):
+            usable = len(chunk) - len(chunk) % REQUEST_RECORD.size
+            yield from REQUEST_RECORD.iter_unpack(chunk[:usable])

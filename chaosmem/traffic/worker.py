@@ -1,0 +1,56 @@
+"""``python -m chaosmem.traffic.worker REPLAY_DIR PARENT_PID``: one background replay.
+
+Started only by :func:`chaosmem.traffic.background.start_background`, which wrote
+``REPLAY_DIR/spec.json`` and the ledger entry first. See that module for why a process, and
+for the three things that keep this process from outliving its experiment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+from chaosmem.ledger import Ledger
+from chaosmem.traffic.background import read_spec
+from chaosmem.traffic.options import parse_options
+from chaosmem.traffic.replay import run_replay
+
+__all__ = ["main"]
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:  # pragma: no cover
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    # NB: the parent may have died before prctl took effect; then we were re-parented already.
+    if os.getppid() != parent:
+        sys.exit(3)
+
+
+def main(argv: list[str]) -> int:
+    out, parent = Path(argv[0]), int(argv[1])
+    _die_with_parent(parent)
+    spec = read_spec(out)
+    options = parse_options(**spec["options"])
+    if options.duration is not None:
+        # Last resort if the event loop itself were stuck: the default SIGALRM action kills us.
+        signal.alarm(math.ceil(options.duration + options.timeout + 30))
+    state = Path(spec["state_dir"])
+    ledger = Ledger(state)
+    outcome = "failed"
+    try:
+        summary = run_replay(options, state=state, replay_id=spec["replay_id"], make_latest=False)
+        outcome = str(summary["state"])
+    finally:
+        ledger.close(spec["ledger_entry"], f"replay {outcome}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

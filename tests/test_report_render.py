@@ -1,0 +1,175 @@
+"""Reports rendered from real runs: escaping, redaction, charts, and a look in a real browser."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaosmem.cli import main
+from chaosmem.report import build_report, render
+from chaosmem.report.charts import render_charts
+from chaosmem.report.series import build_series, thin
+from chaosmem.targets.cgroup import Cgroup
+from tests.browser import visit
+from tests.chaos_run import chaos_run, exists_probe
+
+XSS = "<script>alert('xss')</script>"
+INLINE_SECRET = "inline-s3cret-value"
+ENV_SECRET = "env-s3cret-from-environment"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ALLOCATE = Path(__file__).with_name("allocate.py")
+
+
+def echo_probe(name: str, arguments: list[str]) -> dict[str, object]:
+    return {
+        "type": "probe",
+        "name": name,
+        "secrets": ["app"],
+        "provider": {"type": "process", "path": "echo", "arguments": arguments},
+    }
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run under a 64Mi cgroup: memory grows until the kernel OOM-kills the allocator,
+    recorded by a real Recorder. The title and a probe output carry markup; a probe echoes
+    secrets."""
+    directory = tmp_path_factory.mktemp("render")
+    state = directory / "state"
+    cgroup = Cgroup.of_process("self").child(f"test-render-{directory.name}")
+    cgroup.set_memory_limit(64 << 20)
+    try:
+        code, journal = chaos_run(
+            directory,
+            "oom",
+            {
+                "title": f"Orders under 64Mi {XSS}",
+                "description": "Grow memory until the kernel steps in.",
+                "secrets": {
+                    "app": {
+                        "token": INLINE_SECRET,
+                        "from_env": {"type": "env", "key": "CHAOSMEM_TEST_TOKEN"},
+                    }
+                },
+                "configuration": {
+                    "chaosmem_state_dir": str(state),
+                    "chaosmem_target": {"type": "cgroup", "path": str(cgroup.path)},
+                },
+                "controls": [
+                    {
+                        "name": "chaosmem",
+                        "provider": {
+                            "type": "python",
+                            "module": "chaosmem.control",
+                            "arguments": {"interval": "100ms"},
+                        },
+                    }
+                ],
+                "steady-state-hypothesis": {
+                    "title": "the cgroup exists",
+                    "probes": [exists_probe("cgroup-exists", str(cgroup.path))],
+                },
+                "method": [
+                    {
+                        "type": "action",
+                        "name": "grow-until-oom",
+                        "provider": {
+                            "type": "process",
+                            "path": sys.executable,
+                            "arguments": [str(ALLOCATE), str(cgroup.path), str(state)],
+                        },
+                    },
+                    echo_probe("markup-output", [XSS, "token=${token}", "env=${from_env}"]),
+                ],
+            },
+            env={"CHAOSMEM_TEST_TOKEN": ENV_SECRET},
+        )
+    finally:
+        cgroup.remove()
+    assert code == 0
+    raw = journal.read_text()
+    assert INLINE_SECRET in raw and ENV_SECRET in raw  # the journal itself holds them
+    return journal
+
+
+def test_every_format_escapes_markup_and_hides_secrets(
+    run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAOSMEM_TEST_TOKEN", ENV_SECRET)
+    report = build_report([run])
+    for fmt in ("html", "markdown", "json", "junit"):
+        text = render(report, fmt)
+        assert INLINE_SECRET not in text and ENV_SECRET not in text, fmt
+        assert "redacted" in text, fmt
+        if fmt != "json":
+            assert XSS not in text, fmt
+    html = render(report, "html")
+    assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;" in html
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert('xss')&lt;/script&gt;" in render(report, "markdown")
+
+
+def test_the_report_tells_the_oom_story(run: Path) -> None:
+    e = build_report([run])["experiments"][0]
+    assert e["verdict"]["status"] == "passed"
+    target = e["timeline"]["targets"][0]
+    assert target["limit_min"] == 64 << 20 and target["oom_kill_total"] >= 1
+    assert target["peak_usage"] > 32 << 20
+    assert e["timeline"]["stress_peak"] >= 32 << 20
+    assert [r["name"] for r in e["method"] if r["kind"] == "activity"] == [
+        "grow-until-oom",
+        "markup-output",
+    ]
+
+
+def test_a_secret_from_an_unset_variable_is_reported_not_silently_kept(
+    run: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CHAOSMEM_TEST_TOKEN", raising=False)
+    assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 0
+    assert "$CHAOSMEM_TEST_TOKEN fed a secret" in capsys.readouterr().err
+    assert "$CHAOSMEM_TEST_TOKEN fed a secret" in (tmp_path / "r.html").read_text()
+    # --redact-env names it where it is known under another name
+    monkeypatch.setenv("OTHER_NAME", ENV_SECRET)
+    assert (
+        main(["report", str(run), "-o", str(tmp_path / "r2.html"), "--redact-env", "OTHER_NAME"])
+        == 0
+    )
+    assert ENV_SECRET not in (tmp_path / "r2.html").read_text()
+
+
+def test_chart_titles_from_the_experiment_are_escaped_inside_svg() -> None:
+    timeline = [
+        {
+            "t": 10.0 + i,
+            "kind": "sample",
+            "targets": [{"name": XSS, "usage": i << 20, "limit": 8 << 20, "oom_kills": i // 5}],
+        }
+        for i in range(10)
+    ]
+    svg = render_charts(thin(build_series(timeline, 10.0)))["memory"]
+    assert svg is not None and "&lt;script&gt;alert" in svg and "<script" not in svg
+
+
+def test_html_report_renders_in_chromium_without_errors(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAOSMEM_TEST_TOKEN", ENV_SECRET)
+    page = tmp_path / "report.html"
+    assert main(["report", str(run), "-o", str(page)]) == 0
+    seen = visit(page, ARTIFACTS / "report.png")
+    assert seen.errors == []
+    assert [u for u in seen.requests if not u.startswith(("file:", "data:"))] == []
+    assert seen.scripts == 0
+    assert XSS in seen.title and XSS in seen.text  # shown as text, never run
+    assert "PASSED" in seen.text.upper() and "Memory: usage against the limit" in page.read_text()
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_json_is_the_context(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(run), str(run), "--format", "json", "-o", "-"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["gameday"] is True and len(data["experiments"]) == 2 and data["verdict"] == "passed"
