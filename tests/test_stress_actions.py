@@ -84,6 +84,9 @@ def test_stop_leaves_no_stressor_within_2s(cgroup: Cgroup, state: dict[str, Any]
     assert sorted(stopped["pids"]) == sorted(result["pids"])
     assert wait_until(lambda: not cgroup.pids(), timeout=2.0)
     assert not Ledger(Path(state["chaosmem_state_dir"])).read().open(kind=STRESSOR_KIND)
+    for stressor in result["stressors"]:  # the timeline sums "bytes": an ended stressor holds none
+        final = read_status(Path(stressor["status_file"]))
+        assert final is not None and final["phase"] == "done" and final["bytes"] == 0
     assert (
         stop_allocation_stress(target_of(cgroup), configuration=state)["count"] == 0
     )  # twice is harmless

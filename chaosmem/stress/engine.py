@@ -431,7 +431,8 @@ class Engine:
         except _Stop as stop:
             code, reason = stop.code, stop.reason
         self.phase = "done"
-        self.report(force=True, reason=reason, reached=self.touched)
+        # NB: bytes 0: the exit that follows gives everything back (readers sum "bytes").
+        self.report(force=True, reason=reason, reached=self.touched, held_at_end=self.held, bytes=0)
         return code
 
 

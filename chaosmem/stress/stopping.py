@@ -91,7 +91,7 @@ def stop_entry(entry: Entry, *, grace: float = 1.0) -> list[int]:
         if p not in ended
     ]
     if status is not None and status.exists() and supervisor is None and ended:
-        update_status(status, phase="done", reason="stopped")
+        update_status(status, phase="done", reason="stopped", bytes=0)
     return ended
 
 

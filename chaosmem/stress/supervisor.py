@@ -259,6 +259,11 @@ class Supervisor:
                     generation += 1
                     continue
                 self.outcome = self._classify(code, oom)
+                if last.get("phase") != "done" and not oom:
+                    # the engine could not say so itself (SIGKILL): its memory is gone with it
+                    update_status(
+                        self.status, phase="done", bytes=0, reason=self.outcome, exit=code
+                    )
                 if self.outcome == "failed":
                     self.error = f"the engine exited with code {code}; see {log_path(self.status)}"
                 return
