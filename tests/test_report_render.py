@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ XSS = "<script>alert('xss')</script>"
 INLINE_SECRET = "inline-s3cret-value"
 ENV_SECRET = "env-s3cret-from-environment"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-ALLOCATE = Path(__file__).with_name("allocate.py")
 
 
 def echo_probe(name: str, arguments: list[str]) -> dict[str, object]:
@@ -77,9 +75,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         "type": "action",
                         "name": "grow-until-oom",
                         "provider": {
-                            "type": "process",
-                            "path": sys.executable,
-                            "arguments": [str(ALLOCATE), str(cgroup.path), str(state)],
+                            "type": "python",
+                            "module": "chaosmem.stress.actions",
+                            "func": "inject_allocation_stress",
+                            "arguments": {"size": "200Mi", "growth_rate": "100Mi/s", "wait": True},
                         },
                     },
                     echo_probe("markup-output", [XSS, "token=${token}", "env=${from_env}"]),
