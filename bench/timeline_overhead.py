@@ -1,7 +1,7 @@
 """CPU the timeline recorder costs, as a share of one core at the default 1 s interval.
 
-Samples a real memory cgroup (when this machine has a writable v1 controller; else none), two
-stressor files and a replay writing one line per tick, for a few hundred ticks at a fast interval,
+Samples a real child memory cgroup of this process's own (resolved as a target spec, as in a
+run), two stressor files and a replay writing one line per tick, for a few hundred ticks at a fast interval,
 and reads the sampler thread's own CPU time (``time.thread_time``, which the recorder keeps in
 ``cpu_seconds``). The share at 1 s is the CPU per sample divided by one second. Goal: under 1%.
 """
@@ -17,8 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.cgroup_v1 import ChildCgroup, own_memory_cgroup  # noqa: E402
-
+from chaosmem.targets.cgroup import Cgroup  # noqa: E402
 from chaosmem.timeline import Recorder  # noqa: E402
 
 TICKS = 100
@@ -26,7 +25,8 @@ INTERVAL = 0.05
 
 
 def main() -> int:
-    cgroup = ChildCgroup(512 << 20) if own_memory_cgroup() is not None else None
+    cgroup = Cgroup.of_process("self").child(f"bench-timeline-{time.monotonic_ns()}")
+    cgroup.set_memory_limit(512 << 20)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             state = Path(tmp) / "state"
@@ -36,13 +36,12 @@ def main() -> int:
             replay = state / "replays" / "r1"
             replay.mkdir(parents=True)
             (state / "replays" / "latest").write_text("r1")
-            targets = [{"type": "cgroup", "path": str(cgroup.path)}] if cgroup else []
+            targets = [cgroup.spec]
             recorder = Recorder(
                 directory=Path(tmp) / "run",
                 interval=INTERVAL,
                 targets=targets,
                 configuration={"chaosmem_state_dir": str(state)},
-                resolve=(lambda _spec, _config: cgroup) if cgroup else None,  # type: ignore[arg-type,return-value]
             )
             recorder.start()
             with (replay / "seconds.jsonl").open("a") as seconds:
@@ -60,14 +59,13 @@ def main() -> int:
                     time.sleep(INTERVAL)
             recorder.stop()
     finally:
-        if cgroup:
-            cgroup.remove()
+        cgroup.remove()
     per_sample = recorder.cpu_seconds / recorder.samples
     share = per_sample / 1.0
     print(
         f"timeline_overhead: {recorder.samples} samples, {per_sample * 1e6:.0f} µs CPU each "
         f"-> {share * 100:.3f}% of a core at the default 1 s interval"
-        f" ({'with' if cgroup else 'without'} a cgroup target)"
+        " (with a cgroup target, two stressors and a replay)"
     )
     return 0 if share < 0.01 else 1
 

@@ -84,8 +84,11 @@ def test_own_cgroup_and_its_ancestors_are_refused(
         {"type": "process", "pid": os.getpid()},
         {"type": "cgroup", "path": str(own_cgroup.path.parent)},
     ):
-        with pytest.raises(ChaosmemError, match="holds the chaosmem process itself"):
+        with pytest.raises(
+            InvalidArgument, match="does not hold the chaosmem process itself"
+        ) as info:
             tighten_memory_limit(spec, limit="64Mi", configuration=state)
+        assert info.value.name == "target"
     assert own_cgroup.memory_limit() is None or own_cgroup.memory_limit() > 64 << 20
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from chaosmem.errors import ChaosmemError
+from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Entry, register_undo
 from chaosmem.targets.mounts import CgroupMount, find_mount, memory_cgroup_of
 from chaosmem.units import format_size
@@ -347,9 +347,11 @@ def ensure_not_own(group: Cgroup) -> None:
     except ChaosmemError:
         return
     if own == group.path or group.path in own.parents:
-        raise ChaosmemError(
-            f"{group.path} holds the chaosmem process itself (its cgroup is {own}); refusing to change "
-            "it. Start the service in a child cgroup (chaosmem.local.actions.start_service)"
+        raise InvalidArgument(
+            "target",
+            group.spec,
+            f"a cgroup that does not hold the chaosmem process itself (chaosmem runs in {own}); "
+            "start the service in a child cgroup with chaosmem.local.actions.start_service",
         )
 
 
