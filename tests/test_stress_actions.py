@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import Ledger, set_current_run
 from chaosmem.stress.actions import inject_allocation_stress, stop_allocation_stress
 from chaosmem.stress.status import read_status
