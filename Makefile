@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES ?= wrk nginx-light prometheus golang-go chromium
+DEB_PACKAGES ?= chromium wrk nginx-light
 STAMP := $(VENV)/.installed
 
 .PHONY: setup deps demo test lint bench clean
