@@ -58,7 +58,7 @@ def test_background_replay_runs_and_is_stopped(tmp_path: Path, config: dict[str,
         pid = started["pid"]
         try:
             assert _alive(pid)
-            [entry] = Ledger(state).read().open(kind=LEDGER_KIND)
+            assert len(Ledger(state).read().open(kind=LEDGER_KIND)) == 1
             assert entry.target["replay_id"] == started["replay_id"]
             assert _wait(lambda: len(server.arrived) >= 20, 10)
             # the summary of a running replay is refreshed once a second
@@ -110,12 +110,20 @@ def test_rollback_handler_stops_a_replay_left_running(
             configuration=config,
         )
         try:
-            ledger = Ledger(state)
-            [entry] = ledger.read().open(kind=LEDGER_KIND)
-            assert "stopped" in ledger.undo(entry)  # what `chaosmem rollback` runs
-            assert not _alive(started["pid"])
+            assert len(Ledger(state).read().open(kind=LEDGER_KIND)) == 1
+            chaosmem = [str(Path(sys.executable).parent / "chaosmem"), "rollback"]
+            done = subprocess.run(
+                [*chaosmem, "--state-dir", str(state)], capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+            assert f"replay {started['replay_id']} (pid {started['pid']}) stopped" in done.stdout
+            assert _wait(lambda: not _alive(started["pid"]), 5)
             assert worker_pid(state, started["replay_id"]) is None
-            assert "already ended" in ledger.undo(entry)  # idempotent
+            assert Ledger(state).read().open(kind=LEDGER_KIND) == []
+            again = subprocess.run(
+                [*chaosmem, "--state-dir", str(state)], capture_output=True, text=True
+            )
+            assert again.returncode == 0 and "nothing to roll back" in again.stdout  # idempotent
         finally:
             if _alive(started["pid"]):
                 os.kill(started["pid"], signal.SIGKILL)
