@@ -58,7 +58,7 @@ def test_background_replay_runs_and_is_stopped(tmp_path: Path, config: dict[str,
         pid = started["pid"]
         try:
             assert _alive(pid)
-            assert len(Ledger(state).read().open(kind=LEDGER_KIND)) == 1
+            [entry] = Ledger(state).read().open(kind=LEDGER_KIND)
             assert entry.target["replay_id"] == started["replay_id"]
             assert _wait(lambda: len(server.arrived) >= 20, 10)
             # the summary of a running replay is refreshed once a second
