@@ -55,6 +55,8 @@ def replay_traffic(
     path_pattern: str | None = None,
     allow_remote: bool = False,
     capture_format: str = "auto",
+    session_key: str | None = None,
+    workers: int | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -67,12 +69,18 @@ def replay_traffic(
     and returns its id at once, so the experiment can tighten limits while traffic flows.
     Every request goes to ``target_url`` with its Host rewritten; a non-loopback target needs
     ``allow_remote=true``. ``loop`` repeats the capture and then needs ``duration``.
+
+    ``workers`` (default: the cores this process may use) splits the replay across that many
+    processes; ``session_key`` (a header such as ``"X-Session-Id"`` or ``"cookie:sid"``) keeps
+    each session's requests on one worker, one at a time, in recorded order (HAR's
+    ``connection`` is used when there is no key; without either, requests go round-robin).
     """
     options = parse_options(
         capture=capture, target_url=target_url, speed=speed, rate=rate, duration=duration,
         loop=loop, concurrency=concurrency, timeout=timeout, headers=headers,
         remove_headers=remove_headers, methods=methods, path_pattern=path_pattern,
-        allow_remote=allow_remote, capture_format=capture_format,
+        allow_remote=allow_remote, capture_format=capture_format, session_key=session_key,
+        workers=workers,
     )  # fmt: skip
     background = not check_bool(wait, name="wait")
     state = state_dir(configuration)
@@ -85,6 +93,7 @@ def replay_traffic(
         )
         return started
     summary = _blocking(lambda: run_replay(options, state=state))
+    summary = {k: v for k, v in summary.items() if k != "histograms"}  # for files, not journals
     logger.info(
         "chaosmem: replay %s %s: %s sent, %s req/s, status %s, errors %s",
         summary["replay_id"], summary["state"], summary["sent"], summary["req_per_s"],
