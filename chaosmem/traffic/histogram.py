@@ -37,16 +37,18 @@ class Histogram:
     __slots__ = ("_buckets", "count", "max", "total")
 
     def __init__(self) -> None:
-        self._buckets: list[int] = [0] * (_SUB * 48)
+        self._buckets: list[int] = [0] * (_MAX_INDEX + 1)
         self.count = 0
         self.total = 0
         self.max = 0
 
     def record(self, value: int) -> None:
-        """Add one non-negative whole value (negative counts as 0)."""
-        index = _index(value)
-        if index >= len(self._buckets):
-            self._buckets.extend([0] * (index + 1 - len(self._buckets)))
+        """Add one non-negative whole value (negative counts as 0); on the replay's hot path."""
+        if value < _EXACT:
+            index = value if value > 0 else 0
+        else:
+            shift = value.bit_length() - 7
+            index = min(shift * _SUB + (value >> shift), _MAX_INDEX)
         self._buckets[index] += 1
         self.count += 1
         if value > 0:

@@ -74,8 +74,7 @@ _CANCELLED = ERROR_CODES["cancelled"]
 _ERROR_NAME = {code: name for name, code in ERROR_CODES.items()}
 
 
-def _now() -> float:
-    return time.perf_counter()
+_now = time.perf_counter
 
 
 class _Conn(asyncio.Protocol):
@@ -241,6 +240,7 @@ class Replayer:
             self.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._files["seconds"] = open(self.out_dir / "seconds.jsonl", "a", encoding="utf-8")  # noqa: SIM115
             self._files["requests"] = open(self.out_dir / "requests.bin", "ab")  # noqa: SIM115
+        self._cpu0 = time.process_time()
         wall, now = time.time(), _now()
         if self.start_at is None:
             self.started_at, self._t0 = wall, now
@@ -614,6 +614,8 @@ class Replayer:
             "lag_ms": {"p50": ms(lag, 0.5), "p99": ms(lag, 0.99), "max": ms(lag, 1.0)},
             "histograms": {"latency_us": self._latency.to_sparse(), "lag_us": lag.to_sparse()},
             "workers": 1,
+            # CPU of this process (user + system) while the replay ran: what sending costs
+            "cpu_s": round(time.process_time() - getattr(self, "_cpu0", time.process_time()), 3),
             "passes": self.schedule.passes,
             "filtered": self.schedule.filtered,
             "capture": self.stats.as_dict(),

@@ -189,6 +189,7 @@ def merge_summaries(parts: list[dict[str, Any]], *, base: dict[str, Any]) -> dic
     starts: list[float] = []
     duration = 0.0
     passes = 0
+    cpu = 0.0
     for part in parts:
         states.append(str(part.get("state", "running")))
         if part.get("error"):
@@ -205,6 +206,8 @@ def merge_summaries(parts: list[dict[str, Any]], *, base: dict[str, Any]) -> dic
             starts.append(float(part["started_at"]))
         if isinstance(part.get("duration_s"), int | float):
             duration = max(duration, float(part["duration_s"]))
+        if isinstance(part.get("cpu_s"), int | float):
+            cpu += float(part["cpu_s"])
         if type(part.get("passes")) is int:
             passes = max(passes, part["passes"])
     if len(parts) < int(base.get("workers", len(parts))):
@@ -230,6 +233,7 @@ def merge_summaries(parts: list[dict[str, Any]], *, base: dict[str, Any]) -> dic
             "lag_ms": ms_percentiles(lag, LAG_SHARES),
             "histograms": {"latency_us": latency.to_sparse(), "lag_us": lag.to_sparse()},
             "passes": passes,
+            "cpu_s": round(cpu, 3),
             "filtered": first.get("filtered", base.get("filtered", 0)),
             "capture": first.get("capture", base.get("capture")),
         }
