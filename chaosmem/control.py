@@ -73,7 +73,7 @@ class _Run:
         self.recorder.mark(event, **fields)
 
     def on_kill(self, kill: OomEvent) -> None:
-        self.mark("oom-kill", cgroup=kill.cgroup, count=kill.count, at=kill.at)
+        self.mark("oom-kill", target=kill.target, cgroup=kill.cgroup, count=kill.count, at=kill.at)
 
     def watch_targets(self) -> None:
         """Start an OOM watcher on every local target that can be resolved now (services appear
@@ -91,7 +91,7 @@ class _Run:
                     continue
                 try:
                     self.watchers[str(target.path)] = OomWatcher(
-                        target, on_kill=self.on_kill
+                        target, on_kill=self.on_kill, spec=spec
                     ).start()
                 except ChaosmemError as exc:
                     logger.debug("chaosmem: cannot watch %s for OOM kills: %s", target.path, exc)
@@ -103,7 +103,7 @@ class _Run:
             watcher.stop()
         self.watchers.clear()
         timeline = self.recorder.stop()
-        steps = rollback(self.base, run=self.id)
+        steps = rollback(self.base, run=self.id, configuration=self.configuration)
         for step in steps:
             if step.ok:
                 logger.info("chaosmem: %s", step.done)
