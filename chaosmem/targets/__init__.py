@@ -27,6 +27,7 @@ __all__ = [
     "LimitChange",
     "LimitRefused",
     "MemoryTarget",
+    "OomWatch",
     "backend_of",
     "resolve_target",
     "target_spec",
@@ -160,6 +161,19 @@ class MemoryTarget(Protocol):
     def check_changeable(self) -> None:
         """Raise when chaosmem must not change this target (it holds chaosmem itself)."""
         ...
+
+    def watch_oom_kills(self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any]) -> OomWatch:
+        """Start recording every OOM kill from now on (the control does, for a run); ``on_kill``
+        gets a :class:`chaosmem.targets.oomwatch.OomEvent` carrying ``spec``."""
+        ...
+
+
+class OomWatch(Protocol):
+    """A running OOM-kill watch: a last look at the end, then stop."""
+
+    def check_now(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def target_spec(

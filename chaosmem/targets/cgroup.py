@@ -113,6 +113,11 @@ class Cgroup:
     def check_changeable(self) -> None:
         ensure_not_own(self)
 
+    def watch_oom_kills(self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any]) -> Any:
+        from chaosmem.targets.oomwatch import OomWatcher  # NB: oomwatch imports this module
+
+        return OomWatcher(self, on_kill=on_kill, spec=spec).start()
+
     # -- files -----------------------------------------------------------------------------
 
     @property

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.kube.client import Api, NotFound, connect
-from chaosmem.kube.oomkills import count_last_ooms, live_oom_watcher
+from chaosmem.kube.oomkills import PodOomWatcher, count_last_ooms, live_oom_watcher
 from chaosmem.kube.resize import (
     ANNOTATION,
     ResizeOutcome,
@@ -41,6 +41,7 @@ from chaosmem.kube.resize import (
 from chaosmem.kube.rollout import patch_template_limit, rollout_outcome
 from chaosmem.ledger import Entry, current_run, register_undo
 from chaosmem.targets import LimitChange, LimitRefused
+from chaosmem.targets.oomwatch import OomEvent
 from chaosmem.units import parse_size
 from chaosmem.validate import check_choice, check_int, check_str
 
@@ -223,6 +224,39 @@ class KubeTarget:
         )
         return list(body.get("items") or [])
 
+    def watch_oom_kills(
+        self, on_kill: Callable[[OomEvent], None], *, spec: Mapping[str, Any]
+    ) -> PodOomWatcher:
+        """Follow the pods for this run; :meth:`oom_kill_count` reads the watch while it runs."""
+        run = current_run()
+        if run is None:
+            raise ChaosmemError("a pod OOM watch belongs to a run (the chaosmem control sets it)")
+        label = dict(spec)
+
+        def report(kill: dict[str, Any]) -> None:
+            on_kill(
+                OomEvent(
+                    at=time.time(),
+                    monotonic=time.monotonic(),
+                    count=watcher.count,
+                    cgroup="",
+                    target=label,
+                    detail=kill,
+                )
+            )
+
+        watcher = PodOomWatcher(
+            api=self.api,
+            spec=self.spec,
+            run=run,
+            namespace=self.namespace,
+            selector=self.pod_selector(),
+            names=self.pod_names(),
+            container=self.container,
+            on_kill=report,
+        )
+        return watcher.start()
+
     def pod_selector(self) -> str | None:
         """The label selector that finds the pods (for a watch)."""
         if self.deployment is not None:
@@ -231,9 +265,13 @@ class KubeTarget:
 
     def pod_names(self) -> list[str] | None:
         """The pods this target is limited to (None: every pod the selector finds)."""
-        if self.deployment is not None or "name" in self.target_spec:
-            return None if self.deployment is not None else [self.target_spec["name"]]
-        return [p["metadata"]["name"] for p in self.pods]
+        if self.deployment is not None:
+            return None
+        if "name" in self.target_spec:
+            return [self.target_spec["name"]]
+        if "qty" in self.target_spec or "percent" in self.target_spec:
+            return [p["metadata"]["name"] for p in self.pods]
+        return None
 
     # -- changing limits -----------------------------------------------------------------
 

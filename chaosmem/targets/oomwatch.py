@@ -41,6 +41,8 @@ class OomEvent:
     count: int
     cgroup: str
     target: dict[str, Any] = field(default_factory=dict)
+    #: Backend detail, e.g. ``{"pod": "shop/orders-a", "container": "orders"}`` for a pod.
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class OomWatcher:
