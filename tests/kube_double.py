@@ -508,7 +508,14 @@ class KubeDouble:
                 )
                 with double.lock:
                     double.requests.append(request)
-                if request.query.get("watch", ["false"])[0] in {"true", "True", "1", "t", "T", "TRUE"}:
+                if request.query.get("watch", ["false"])[0] in {
+                    "true",
+                    "True",
+                    "1",
+                    "t",
+                    "T",
+                    "TRUE",
+                }:
                     double._watch(self, request)
                     return
                 try:

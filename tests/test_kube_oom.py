@@ -10,7 +10,12 @@ from chaosmem.ledger import set_current_run
 from chaosmem.limits.probes import oom_kill_count
 from tests.kube_double import KubeDouble, make_pod, oom_kill
 
-SELECTOR = {"type": "pod", "namespace": "shop", "label_selector": "app=orders", "container": "orders"}
+SELECTOR = {
+    "type": "pod",
+    "namespace": "shop",
+    "label_selector": "app=orders",
+    "container": "orders",
+}
 UNNAMED = {"type": "pod", "namespace": "shop", "label_selector": "app=orders"}
 
 
@@ -21,7 +26,9 @@ def wait_for(check: Any, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_run_counts_every_kill_of_the_named_container(kube: KubeDouble, state: dict[str, Any]) -> None:
+def test_run_counts_every_kill_of_the_named_container(
+    kube: KubeDouble, state: dict[str, Any]
+) -> None:
     """OOMKilled and restarted twice during the run (lastState keeps only the last), a kill
     before the run, a sidecar kill, and two kills folded into one status update."""
     before = make_pod("orders-a", containers={"orders": "1Gi", "envoy": "64Mi"})
@@ -31,8 +38,18 @@ def test_run_counts_every_kill_of_the_named_container(kube: KubeDouble, state: d
     kube.add_pod(make_pod("billing-a", labels={"app": "billing"}, containers={"orders": "1Gi"}))
     experiment = {
         "title": "pods under pressure",
-        "method": [{"type": "probe", "name": "kills", "provider": {"type": "python", "arguments": {"target": SELECTOR}}},
-                   {"type": "probe", "name": "all", "provider": {"type": "python", "arguments": {"target": UNNAMED}}}],
+        "method": [
+            {
+                "type": "probe",
+                "name": "kills",
+                "provider": {"type": "python", "arguments": {"target": SELECTOR}},
+            },
+            {
+                "type": "probe",
+                "name": "all",
+                "provider": {"type": "python", "arguments": {"target": UNNAMED}},
+            },
+        ],
     }
     control.before_experiment_control(experiment, configuration=state, interval="0.2s")
     try:

@@ -162,7 +162,9 @@ class MemoryTarget(Protocol):
         """Raise when chaosmem must not change this target (it holds chaosmem itself)."""
         ...
 
-    def watch_oom_kills(self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any]) -> OomWatch:
+    def watch_oom_kills(
+        self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any]
+    ) -> OomWatch:
         """Start recording every OOM kill from now on (the control does, for a run); ``on_kill``
         gets a :class:`chaosmem.targets.oomwatch.OomEvent` carrying ``spec``."""
         ...
