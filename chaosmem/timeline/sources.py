@@ -97,7 +97,7 @@ def target_label(spec: Mapping[str, Any]) -> str:
     if kind == "service":
         return str(spec.get("name", "?"))
     if kind == "pod":
-        base = f"{spec.get('namespace', 'default')}/{spec.get('label_selector', '?')}"
+        base = f"{spec.get('namespace', 'default')}/{spec.get('name') or spec.get('label_selector', '?')}"
         return f"{base} ({spec['container']})" if spec.get("container") else base
     if kind == "deployment":
         return f"{spec.get('namespace', 'default')}/{spec.get('name', '?')}"
@@ -132,8 +132,8 @@ class TargetsSource:
             try:
                 target = self._target(index)
                 row["limit"] = target.memory_limit()
-                row["usage"] = target.memory_usage()
                 row["oom_kills"] = target.oom_kill_count()
+                row["usage"] = target.memory_usage()  # NB: last: a cluster may have no metrics
             except Exception as exc:
                 self.resolved.pop(index, None)
                 row["error"] = f"{type(exc).__name__}: {exc}"
