@@ -193,6 +193,24 @@ def auto_workers(options: ReplayOptions, requests: int) -> int:
     return max(1, min(wanted, requests, options.concurrency))
 
 
+def _pod_paths(capture: object) -> list[str]:
+    items = list(capture) if isinstance(capture, list | tuple) else [capture]
+    expected = "capture file paths relative to the pods' capture volume, such as 'orders.gor'"
+    if not items:
+        raise InvalidArgument("capture", capture, expected)
+    for item in items:
+        if (
+            not isinstance(item, str)
+            or not item.strip()
+            or item.startswith("/")
+            or ".." in Path(item).parts
+            or any(c in item for c in "\0\r\n")
+            or len(item) > 1024
+        ):
+            raise InvalidArgument("capture", item, expected)
+    return [str(i) for i in items]
+
+
 def _session_key(value: object) -> str | None:
     if value is None:
         return None
@@ -226,16 +244,19 @@ def parse_options(
     capture_format: object = "auto",
     session_key: object = None,
     workers: object = None,
+    local_capture: bool = True,
 ) -> ReplayOptions:
     """Check every argument; ``rate`` (req/s) replaces the recorded timing when given.
 
     ``workers`` is capped by ``concurrency`` (each worker needs a connection of its own); left
-    out, :func:`auto_workers` picks it once the capture is compiled.
+    out, :func:`auto_workers` picks it once the capture is compiled. ``local_capture=False``
+    (a replay in pods) takes ``capture`` as paths inside the pods' capture volume: relative,
+    without ``..``, not checked here.
     """
     remote = check_bool(allow_remote, name="allow_remote")
     url = check_url(target_url, name="target_url", allow_remote=remote)
     fmt = check_choice(capture_format, name="capture_format", choices=FORMATS)
-    files = expand_capture(capture, name="capture")
+    files = expand_capture(capture, name="capture") if local_capture else _pod_paths(capture)
     speed_value = _positive(
         speed, name="speed", expected="a number above 0 such as 1, 10 or 0.5", suffix="x"
     )
