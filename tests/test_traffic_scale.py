@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaosmem.errors import InvalidArgument
-from chaosmem.traffic.actions import replay_traffic
+from chaosmem.traffic.actions import replay_traffic, stop_traffic_replay
 from chaosmem.traffic.capture import gor_bytes
 from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.histogram import Histogram
@@ -396,4 +396,33 @@ def test_sigterm_stops_every_worker_and_writes_the_merged_summary(tmp_path: Path
     assert not any(_alive(pid) for pid in pids)
     assert summary["workers"] == 2
     # what was answered is what the server answered (a cancelled one may have arrived too)
+    assert summary["completed"] <= arrived <= summary["completed"] + summary["errors"]["cancelled"]
+
+
+def test_a_background_replay_with_workers_stops_as_one(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
+    capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
+    with RecordingServer() as server:
+        started = replay_traffic(
+            capture=str(capture), target_url=server.url, loop=True, duration="60s", workers=2,
+            wait=False, configuration=config,
+        )  # fmt: skip
+        out = Path(started["results"])
+        deadline = time.monotonic() + 60
+        pids: list[int] = []
+        while time.monotonic() < deadline:
+            shards = sorted(out.glob("shards/*/summary.json"))
+            if len(shards) == 2 and all(json.loads(p.read_text())["sent"] > 0 for p in shards):
+                pids = [json.loads(p.read_text())["pid"] for p in shards]
+                break
+            time.sleep(0.1)
+        assert len(pids) == 2, "the workers did not start sending"
+        live = replay_summary(configuration=config)
+        assert live["state"] == "running" and live["workers"] == 2
+        result = stop_traffic_replay(configuration=config)
+        arrived = len(server.arrived)
+    summary = result["summaries"][started["replay_id"]]
+    assert summary["state"] == "stopped"
+    assert not any(_alive(pid) for pid in [*pids, started["pid"]])
     assert summary["completed"] <= arrived <= summary["completed"] + summary["errors"]["cancelled"]
