@@ -23,8 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.targets.cgroup import Cgroup
 from chaosmem.traffic.actions import replay_traffic, stop_traffic_replay
-from chaosmem.traffic.capture import gor_bytes
+from chaosmem.traffic.capture import gor_bytes, write_gor_record
 from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.histogram import Histogram
 from chaosmem.traffic.options import auto_workers, available_cores, parse_options
@@ -426,3 +427,66 @@ def test_a_background_replay_with_workers_stops_as_one(
     assert summary["state"] == "stopped"
     assert not any(_alive(pid) for pid in [*pids, started["pid"]])
     assert summary["completed"] <= arrived <= summary["completed"] + summary["errors"]["cancelled"]
+
+
+def test_a_capture_larger_than_the_memory_limit_replays_within_it(
+    tmp_path: Path, cgroup: Cgroup
+) -> None:
+    """160 MiB of requests replayed by a process whose cgroup may hold 128 MiB: the schedule is
+    mapped, not loaded, so the kernel reclaims pages already sent instead of OOM-killing us."""
+    count, body = 160, os.urandom(1024) * 1024
+    capture = tmp_path / "big.gor"
+    with capture.open("wb") as out:
+        for i in range(count):
+            head = b"POST /big/%d HTTP/1.1\r\nHost: prod\r\nContent-Length: %d\r\n\r\n" % (
+                i,
+                len(body),
+            )
+            write_gor_record(out, kind=1, at_ns=T0_NS + i * 1_000_000, payload=head + body)
+    state = tmp_path / "state"
+    limit = 128 * 1024 * 1024
+    with RecordingServer(keep_bodies=False) as server:
+        options = parse_options(capture=str(capture), target_url=server.url, rate=400, workers=1)
+        compiled = compile_capture(options, cache=state / "cache" / "schedules")
+        assert compiled.wire_path.stat().st_size > limit
+        cgroup.set_memory_limit(limit)
+        proc = cgroup.spawn(
+            [sys.executable, "-m", "chaosmem.cli", "replay", str(capture), "--target", server.url,
+             "--rate", "400", "--workers", "1", "--concurrency", "4", "--state-dir", str(state),
+             "--json"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        arrived = len(server.arrived)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert cgroup.oom_kill_count() == 0
+    summary = json.loads(out)
+    assert summary["completed"] == count == arrived
+
+
+def test_merging_refuses_what_a_shard_or_pod_log_should_not_say() -> None:
+    from chaosmem.traffic.results import merge_seconds, merge_summaries
+
+    hostile = {
+        "state": "done", "sent": -5, "completed": "many", "status": {"200": 3, "x" * 99: 1,
+        "503": -1}, "errors": {"timeout": 1.5}, "started_at": float("nan"),
+        "duration_s": float("inf"), "cpu_s": -3, "passes": 2**70,
+        "histograms": {"latency_us": {"buckets": {"99999999": 1}}},
+    }  # fmt: skip
+    fine = {"state": "done", "sent": 2, "completed": 2, "status": {"200": 2}, "duration_s": 1.0}
+    merged = merge_summaries([hostile, fine], base={"replay_id": "r", "workers": 2})
+    assert merged["sent"] == 2 and merged["completed"] == 2
+    assert merged["status"] == {"200": 5}
+    assert merged["duration_s"] == 1.0 and merged["cpu_s"] == 0.0
+    assert merged["latency_ms"]["p99"] is None
+    line = merge_seconds(
+        [{"t": "soon", "sent": "x", "lag_p99_ms": float("inf"), "status": {"200": 1}},
+         {"t": 5.0, "sent": 3, "lag_p99_ms": 2.0}]
+    )  # fmt: skip
+    assert line["t"] == 5.0 and line["sent"] == 3 and line["lag_p99_ms"] == 2.0

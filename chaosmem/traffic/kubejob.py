@@ -323,7 +323,8 @@ def run_job(
             api, scale.namespace, name, pods=scale.pods, until=time.monotonic() + deadline + 60
         )
         dirs = [out / "shards" / str(n) for n in range(scale.pods)]
-        missing = _collect(api, scale.namespace, name, dirs)
+        # one line a second of the Job's life at most, the summary, and room for other output
+        missing = _collect(api, scale.namespace, name, dirs, max_lines=deadline + 1000)
         base = {
             "replay_id": rid,
             "run": current_run(),
@@ -350,7 +351,7 @@ def run_job(
             ledger.close(entry, f"replay job {outcome}")
 
 
-def _collect(api: Any, namespace: str, name: str, dirs: list[Path]) -> list[int]:
+def _collect(api: Any, namespace: str, name: str, dirs: list[Path], *, max_lines: int) -> list[int]:
     """Each pod's log lines into ``shards/<index>/``; the shards with no results."""
     pods = api.call(
         api.core.list_namespaced_pod,
@@ -368,7 +369,7 @@ def _collect(api: Any, namespace: str, name: str, dirs: list[Path]) -> list[int]
             continue
         if not 0 <= index < len(dirs) or index in found:
             continue
-        text = _pod_log(api, namespace, str(meta.get("name")))
+        text = _pod_log(api, namespace, str(meta.get("name")), max_lines=max_lines)
         seconds, summary = _parse_log(text)
         if summary is None:
             continue
@@ -382,7 +383,7 @@ def _collect(api: Any, namespace: str, name: str, dirs: list[Path]) -> list[int]
     return [n for n in range(len(dirs)) if n not in found]
 
 
-def _pod_log(api: Any, namespace: str, pod: str) -> str:
+def _pod_log(api: Any, namespace: str, pod: str, *, max_lines: int) -> str:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -393,6 +394,7 @@ def _pod_log(api: Any, namespace: str, pod: str) -> str:
             pod,
             namespace,
             container=CONTAINER,
+            tail_lines=max_lines,  # the lines we read are the last ones: a bounded read
             _preload_content=False,
             _request_timeout=REQUEST_TIMEOUT,
         )

@@ -26,6 +26,7 @@ A ``seconds.jsonl`` line counts what happened *during* that second (not running 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import time
@@ -140,10 +141,22 @@ _STATES = ("failed", "running", "stopped", "done")  # the first one any shard is
 _SUMMED = ("sent", "completed", "no_status", "in_flight", "retried_stale_connections")
 
 
+def _num(value: Any) -> float | None:
+    """A finite number from a shard's (or a pod log's) JSON, else None: never trusted blindly."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0
+
+
 def _add(into: dict[str, int], counts: Any) -> None:
     if isinstance(counts, dict):
         for key, n in counts.items():
-            if type(n) is int:
+            if type(n) is int and n >= 0 and len(str(key)) <= 32:
                 into[str(key)] = into.get(str(key), 0) + n
 
 
@@ -195,21 +208,16 @@ def merge_summaries(parts: list[dict[str, Any]], *, base: dict[str, Any]) -> dic
         if part.get("error"):
             problems.append(str(part["error"]))
         for name in _SUMMED:
-            value = part.get(name)
-            if type(value) is int:
-                totals[name] += value
+            totals[name] += _count(part.get(name))
         _add(status, part.get("status"))
         _add(errors, part.get("errors"))
         latency.merge(_hist(part, "histograms", "latency_us"))
         lag.merge(_hist(part, "histograms", "lag_us"))
-        if isinstance(part.get("started_at"), int | float):
-            starts.append(float(part["started_at"]))
-        if isinstance(part.get("duration_s"), int | float):
-            duration = max(duration, float(part["duration_s"]))
-        if isinstance(part.get("cpu_s"), int | float):
-            cpu += float(part["cpu_s"])
-        if type(part.get("passes")) is int:
-            passes = max(passes, part["passes"])
+        if (started_at := _num(part.get("started_at"))) is not None:
+            starts.append(started_at)
+        duration = max(duration, _num(part.get("duration_s")) or 0.0)
+        cpu += max(_num(part.get("cpu_s")) or 0.0, 0.0)
+        passes = max(passes, _count(part.get("passes")))
     if len(parts) < int(base.get("workers", len(parts))):
         states.append("running")
     state = next((s for s in _STATES if s in states), "running")
@@ -255,16 +263,16 @@ def merge_seconds(lines: list[dict[str, Any]]) -> dict[str, Any]:
         _add(errors, line.get("errors"))
         if "lag_hist" in line:
             lag.merge(_hist(line, "lag_hist"))
-        elif isinstance(line.get("lag_p99_ms"), int | float):
-            lags.append(float(line["lag_p99_ms"]))
+        elif (p99_ms := _num(line.get("lag_p99_ms"))) is not None:
+            lags.append(p99_ms)
     p99 = lag.percentile(0.99)
     if p99 is not None:
         lags.append(p99 / 1000)
     merged: dict[str, Any] = {
-        "t": max((float(x.get("t", 0)) for x in lines), default=0.0),
-        "elapsed": max((float(x.get("elapsed", 0)) for x in lines), default=0.0),
-        "sent": sum(int(x.get("sent", 0)) for x in lines),
-        "completed": sum(int(x.get("completed", 0)) for x in lines),
+        "t": max((_num(x.get("t")) or 0.0 for x in lines), default=0.0),
+        "elapsed": max((_num(x.get("elapsed")) or 0.0 for x in lines), default=0.0),
+        "sent": sum(_count(x.get("sent")) for x in lines),
+        "completed": sum(_count(x.get("completed")) for x in lines),
         "status": status,
         "errors": errors,
         "lag_p99_ms": round(max(lags), 3) if lags else None,
