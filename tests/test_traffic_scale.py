@@ -490,3 +490,40 @@ def test_merging_refuses_what_a_shard_or_pod_log_should_not_say() -> None:
          {"t": 5.0, "sent": 3, "lag_p99_ms": 2.0}]
     )  # fmt: skip
     assert line["t"] == 5.0 and line["sent"] == 3 and line["lag_p99_ms"] == 2.0
+
+
+def test_a_worker_killed_mid_replay_fails_the_replay_and_says_which(tmp_path: Path) -> None:
+    capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
+    state = tmp_path / "state"
+    with RecordingServer() as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chaosmem.cli", "replay", str(capture), "--target", server.url,
+             "--loop", "--duration", "60s", "--workers", "2", "--state-dir", str(state), "--json"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            shards: list[Path] = []
+            while time.monotonic() < deadline:
+                shards = sorted(state.glob("replays/*/shards/*/summary.json"))
+                if len(shards) == 2 and all(
+                    json.loads(p.read_text()).get("sent", 0) > 0 for p in shards
+                ):
+                    break
+                time.sleep(0.1)
+            assert len(shards) == 2, "the workers did not start sending"
+            victim = json.loads(shards[0].read_text())["pid"]
+            os.kill(victim, signal.SIGKILL)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            out, _err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    summary = json.loads(out)
+    assert proc.returncode != 0
+    assert summary["state"] == "failed"
+    assert "worker 0 exited with -9" in summary["error"]
+    # what the killed worker reported before it died still counts
+    assert summary["sent"] > 0
