@@ -15,7 +15,9 @@ What it does, all in one run:
    cache; the file is hashed each run to find it): no looped or in-memory capture;
 3. prints per round and as min/median/max: req/s, the ratio to wrk -t2 of the same round, and
    CPU seconds (user + system, of the whole process tree, start-up included) per 100,000
-   requests answered;
+   requests answered, with the part spent sending (the replay engines' own ``cpu_s``) and the
+   requests per CPU second as a ratio to wrk's (a figure other load on the machine skews less
+   than req/s);
 4. replays the capture at a fixed rate of 80% of each configuration's median unthrottled
    figure and prints the schedule lag p99 (actual send time minus scheduled, as the replayer
    records it from its monotonic clock) and the rate delivered.
@@ -247,6 +249,9 @@ def main() -> int:
         print(f"  chaosmem workers={workers} / wrk -t2 : {spread(ratios)}")
         print(f"  chaosmem workers={workers} CPU s/100k: {spread([x['cpu100k'] for x in runs])}")
         print(f"    of which sending          : {spread([x['engine100k'] for x in runs])}")
+        # requests per CPU second next to wrk's: what contention from other work cannot skew
+        efficiency = [r["wrk"]["cpu100k"] / r[workers]["cpu100k"] for r in rows]
+        print(f"  workers={workers} req per CPU s / wrk's: {spread(efficiency)}")
         sus = lag[workers]
         print(
             f"  workers={workers} at --rate {sus['rate']:,.0f} (80%): lag p99 {sus['lag_p99']} ms, "
