@@ -36,7 +36,9 @@ def test_manifest_validates_against_1_33(name: str, doc: dict[str, Any]) -> None
 def test_validation_would_catch_a_mistake() -> None:
     _, cronjob = next((n, d) for n, d in documents() if d["kind"] == "CronJob")
     broken = json.loads(json.dumps(cronjob))
-    broken["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
+    broken["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+        "imagePullPolicy"
+    ] = 3
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, "1.33.0", strict=True)
     broken = json.loads(json.dumps(cronjob))
