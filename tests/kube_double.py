@@ -339,6 +339,7 @@ class KubeDouble:
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     hpas: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    replicasets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     metrics: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     #: ``False``: a cluster older than 1.32, where ``pods/resize`` does not exist (404).
@@ -429,11 +430,31 @@ class KubeDouble:
             },
             "status": {},
         }
+        replicaset = {
+            "kind": "ReplicaSet",
+            "apiVersion": "apps/v1",
+            "metadata": {
+                "name": f"{name}-7d9f5c",
+                "namespace": namespace,
+                "labels": dict(labels),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": name,
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)}},
+        }
         with self.lock:
             self.namespaces.add(namespace)
             self._stamp(deployment)
+            self._stamp(replicaset)
             self._roll(deployment)
             self.deployments[(namespace, name)] = deployment
+            self.replicasets[(namespace, replicaset["metadata"]["name"])] = replicaset
         return deployment
 
     def _roll(self, deployment: dict[str, Any]) -> None:
@@ -756,6 +777,11 @@ class KubeDouble:
                 r"/api/v1/namespaces/([^/]+)/pods/([^/]+)(/resize|/status)?", r.path
             ):
                 return self._pod(r, m.group(1), m.group(2), m.group(3))
+            if m := re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/replicasets/([^/]+)", r.path):
+                rs = self.replicasets.get((m.group(1), m.group(2)))
+                if rs is None or r.method != "GET":
+                    return 404, not_found("replicasets.apps", m.group(2))
+                return 200, copy.deepcopy(rs)
             if m := re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)", r.path):
                 return self._deployment(r, m.group(1), m.group(2))
             if m := re.fullmatch(
