@@ -290,11 +290,18 @@ class Request:
 Reaction = Callable[["KubeDouble", dict[str, Any]], None]
 
 
-def apply_resize(_double: KubeDouble, pod: dict[str, Any]) -> None:
-    """The kubelet resized in place: status resources follow the spec, no resize condition."""
+def apply_resize(double: KubeDouble, pod: dict[str, Any]) -> None:
+    """The kubelet resized in place: status resources follow the spec, no resize condition;
+    a container that stands as a local cgroup gets the new memory limit on the real kernel."""
     by_name = {c["name"]: c for c in pod["spec"]["containers"]}
     for status in pod["status"]["containerStatuses"]:
         status["resources"] = copy.deepcopy(by_name[status["name"]].get("resources", {}))
+        group = double.exec_cgroups.get(
+            (pod["metadata"]["namespace"], pod["metadata"]["name"], status["name"])
+        )
+        if group is not None:
+            limit = status["resources"].get("limits", {}).get("memory")
+            group.set_memory_limit(parse_bytes(limit) if limit else None)
     pod["status"]["conditions"] = [
         c
         for c in pod["status"]["conditions"]

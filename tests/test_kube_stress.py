@@ -109,3 +109,14 @@ def test_pod_stress_refuses_what_it_cannot_do(
     with pytest.raises(InvalidArgument) as info:
         inject_allocation_stress(TARGET, size="16Mi", configuration=state, **kwargs)
     assert info.value.name == argument
+
+
+def test_exec_refused_by_the_server_is_an_error(
+    kube: KubeDouble, pod: Cgroup, state: dict[str, Any]
+) -> None:
+    """A pod whose exec the API refuses (here: no container standing for it) fails clearly."""
+    kube.exec_cgroups.clear()
+    with pytest.raises(
+        ChaosmemError, match=r"exec into pod shop/orders-a container 'orders' failed"
+    ):
+        inject_allocation_stress(TARGET, size="16Mi", configuration=state)

@@ -217,6 +217,11 @@ class PodStressor:
         elif status is None and broke is not None:
             self.error = f"exec stream of stressor {self.stressor_id} broke: {broke}"
         self.exit_code = _exit_code(status)
+        if status is not None and self.exit_code is None and not self.error:
+            self.error = (
+                f"exec into pod {self.namespace}/{self.pod} container {self.container!r} "
+                f"failed: {status.get('message') or status}"
+            )
 
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is not None:
