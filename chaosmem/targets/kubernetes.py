@@ -211,6 +211,30 @@ class KubeTarget:
             return watcher.count
         return count_last_ooms(self._pods_now(), self.container)
 
+    def per_pod(self) -> list[dict[str, Any]]:
+        """One timeline row per pod: its limit and OOM kills (this run's, from the watch, when
+        one runs; else the last terminations), so the report draws each pod's line."""
+        watcher = live_oom_watcher(self.spec, current_run())
+        rows = []
+        for pod in self._pods_now():
+            meta = pod["metadata"]
+            name = f"{meta['namespace']}/{meta['name']}"
+            row: dict[str, Any] = {"name": f"{name} ({self.container or 'all'})", "pod": name}
+            containers = pod["spec"]["containers"]
+            chosen = [c for c in containers if self.container in (None, c["name"])]
+            limits = [limit_of(c) for c in chosen]
+            row["limit"] = (
+                parse_size(limits[0], name="memory limit")
+                if len(limits) == 1 and limits[0]
+                else None
+            )
+            if watcher is not None:
+                row["oom_kills"] = sum(k["kills"] for k in watcher.kills if k["pod"] == name)
+            else:
+                row["oom_kills"] = count_last_ooms([pod], self.container)
+            rows.append(row)
+        return rows
+
     def _pods_now(self) -> list[dict[str, Any]]:
         if self.deployment is None:
             self._refresh()
