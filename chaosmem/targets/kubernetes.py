@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,10 @@ _KEYS = {
     "deployment": {"namespace", "name", "container"},
 }
 _POLL = 0.2
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_SUBDOMAIN = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 SETTINGS_KEY = "chaosmem_kubernetes"
 _MAX_SELECTOR = 4096
 
@@ -97,11 +102,20 @@ def _check_spec(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
             )
         if "mode" in spec:
             out["mode"] = check_choice(spec["mode"], name=f"{name}.mode", choices=MODES)
-    for key in ("namespace", "name"):
-        if key in out and ("/" in out[key] or len(out[key]) > 253):
-            raise InvalidArgument(f"{name}.{key}", out[key], "a Kubernetes object name (no '/')")
     if "container" in spec:
         out["container"] = check_str(spec["container"], name=f"{name}.container")
+    # NB: these become URL path segments: "..", "a/b" or "%2F" must never reach the API.
+    for key, pattern, expected in (
+        ("namespace", _LABEL, "a namespace name (DNS-1123 label: a-z, 0-9, '-', at most 63)"),
+        (
+            "name",
+            _SUBDOMAIN,
+            "an object name (DNS-1123 subdomain: a-z, 0-9, '-', '.', at most 253)",
+        ),
+        ("container", _LABEL, "a container name (DNS-1123 label: a-z, 0-9, '-', at most 63)"),
+    ):
+        if key in out and not pattern.fullmatch(out[key]):
+            raise InvalidArgument(f"{name}.{key}", out[key], expected)
     return out
 
 
