@@ -110,9 +110,10 @@ class _Run:
         """Undo what the run left open, stop watching and recording; returns (restored, timeline)."""
         for watcher in self.watchers.values():
             watcher.check_now()  # a last look: kills just before the end still count
+        timeline = self.recorder.stop()  # NB: before the watches stop: its last sample reads them
+        for watcher in self.watchers.values():
             watcher.stop()
         self.watchers.clear()
-        timeline = self.recorder.stop()
         steps = rollback(self.base, run=self.id, configuration=self.configuration)
         for step in steps:
             if step.ok:

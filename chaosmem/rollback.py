@@ -65,10 +65,12 @@ def _why_unknown(entry: Entry, failed: Mapping[str, str]) -> str:
     if failed:
         reasons = "; ".join(f"{m}: {why}" for m, why in failed.items())
         return (
-            f"no undo handler for ledger kind {entry.kind!r}: handler modules failed to load "
+            f"cannot undo ledger kind {entry.kind!r}: handler modules failed to load "
             f"({reasons}); fix that and run chaosmem rollback again"
         )
-    return f"no undo handler for ledger kind {entry.kind!r}; upgrade chaosmem or undo it by hand"
+    return (
+        f"this chaosmem cannot undo ledger kind {entry.kind!r}; upgrade chaosmem or undo it by hand"
+    )
 
 
 def rollback(

@@ -20,9 +20,14 @@ can add routes with :meth:`KubeDouble.route`.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
+import hashlib
 import json
 import re
+import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -285,11 +290,18 @@ class Request:
 Reaction = Callable[["KubeDouble", dict[str, Any]], None]
 
 
-def apply_resize(_double: KubeDouble, pod: dict[str, Any]) -> None:
-    """The kubelet resized in place: status resources follow the spec, no resize condition."""
+def apply_resize(double: KubeDouble, pod: dict[str, Any]) -> None:
+    """The kubelet resized in place: status resources follow the spec, no resize condition;
+    a container that stands as a local cgroup gets the new memory limit on the real kernel."""
     by_name = {c["name"]: c for c in pod["spec"]["containers"]}
     for status in pod["status"]["containerStatuses"]:
         status["resources"] = copy.deepcopy(by_name[status["name"]].get("resources", {}))
+        group = double.exec_cgroups.get(
+            (pod["metadata"]["namespace"], pod["metadata"]["name"], status["name"])
+        )
+        if group is not None:
+            limit = status["resources"].get("limits", {}).get("memory")
+            group.set_memory_limit(parse_bytes(limit) if limit else None)
     pod["status"]["conditions"] = [
         c
         for c in pod["status"]["conditions"]
@@ -334,6 +346,7 @@ class KubeDouble:
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     hpas: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    replicasets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     metrics: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     #: ``False``: a cluster older than 1.32, where ``pods/resize`` does not exist (404).
@@ -345,6 +358,11 @@ class KubeDouble:
     extra_routes: list[tuple[str, re.Pattern[str], Callable[..., Any]]] = field(
         default_factory=list
     )
+    #: (namespace, pod, container) -> the local cgroup that stands for the container in exec.
+    exec_cgroups: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    exec_processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: Executables the containers' images lack (exec answers as a runtime does).
+    missing_executables: set[str] = field(default_factory=set)
     lock: threading.RLock = field(default_factory=threading.RLock)
     changed: threading.Condition = field(init=False)
     events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
@@ -419,11 +437,31 @@ class KubeDouble:
             },
             "status": {},
         }
+        replicaset = {
+            "kind": "ReplicaSet",
+            "apiVersion": "apps/v1",
+            "metadata": {
+                "name": f"{name}-7d9f5c",
+                "namespace": namespace,
+                "labels": dict(labels),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": name,
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)}},
+        }
         with self.lock:
             self.namespaces.add(namespace)
             self._stamp(deployment)
+            self._stamp(replicaset)
             self._roll(deployment)
             self.deployments[(namespace, name)] = deployment
+            self.replicasets[(namespace, replicaset["metadata"]["name"])] = replicaset
         return deployment
 
     def _roll(self, deployment: dict[str, Any]) -> None:
@@ -508,6 +546,12 @@ class KubeDouble:
                 )
                 with double.lock:
                     double.requests.append(request)
+                if (
+                    request.path.endswith("/exec")
+                    and self.headers.get("Upgrade", "").lower() == "websocket"
+                ):
+                    double._exec(self, request)
+                    return
                 if request.query.get("watch", ["false"])[0] in {
                     "true",
                     "True",
@@ -540,6 +584,17 @@ class KubeDouble:
         return self
 
     def stop(self) -> None:
+        for process in self.exec_processes:  # by PID, what exec started and left running
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        # what the shipped engines wrote "in the container" (here: this host's /tmp)
+        for request in self.requests:
+            argv = request.query.get("command", [])
+            if "--status" in argv:
+                status = Path(argv[argv.index("--status") + 1])
+                for path in status.parent.glob(status.name.removesuffix(".json") + "*"):
+                    path.unlink(missing_ok=True)
         if self.server is not None:
             with self.lock:
                 self.changed.notify_all()
@@ -581,6 +636,133 @@ class KubeDouble:
             pass
         handler.close_connection = True
 
+    # -- exec: a WebSocket speaking v4.channel.k8s.io ---------------------------------------
+
+    def _exec(self, handler: BaseHTTPRequestHandler, request: Request) -> None:
+        """Run the exec'd command in the local cgroup standing for the container.
+
+        Channel 0 (stdin) feeds the process; its stdout and stderr go back on 1 and 2; when it
+        ends, channel 3 carries the Status (exit code as a real API server words it) and the
+        socket closes. When the client's socket closes, the process's stdin is closed, as the
+        container runtime does.
+        """
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec", request.path)
+        assert m is not None
+        namespace, pod = m.groups()
+        container = request.query.get("container", [""])[0]
+        argv = request.query.get("command", [])
+        key = base64.b64encode(
+            hashlib.sha1(
+                (
+                    handler.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+                ).encode()
+            ).digest()
+        ).decode()
+        handler.send_response(101)
+        handler.send_header("Upgrade", "websocket")
+        handler.send_header("Connection", "Upgrade")
+        handler.send_header("Sec-WebSocket-Accept", key)
+        handler.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+        handler.end_headers()
+        handler.close_connection = True
+        sock = handler.connection
+        send_lock = threading.Lock()
+
+        def send(opcode: int, payload: bytes) -> None:
+            head = bytes([0x80 | opcode])
+            n = len(payload)
+            if n < 126:
+                head += bytes([n])
+            elif n < 65536:
+                head += bytes([126]) + struct.pack("!H", n)
+            else:
+                head += bytes([127]) + struct.pack("!Q", n)
+            with send_lock, contextlib.suppress(OSError):
+                sock.sendall(head + payload)
+
+        def status(body: dict[str, Any]) -> None:
+            send(2, b"\x03" + json.dumps(body).encode())
+            send(8, struct.pack("!H", 1000))
+
+        group = self.exec_cgroups.get((namespace, pod, container))
+        if (namespace, pod) not in self.pods or group is None:
+            status(status_body(404, "NotFound", f'pods "{pod}" not found'))
+            return
+        if argv and argv[0] in self.missing_executables:
+            body = status_body(
+                500,
+                "InternalError",
+                (
+                    "Internal error occurred: error executing command in container: failed to exec in "
+                    f'container: OCI runtime exec failed: exec failed: unable to start container process: exec: "{argv[0]}": '
+                    "executable file not found in $PATH: unknown"
+                ),
+            )
+            status(body)
+            return
+        process = group.spawn(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        with self.lock:
+            self.exec_processes.append(process)
+
+        def pump(stream: Any, channel: int) -> None:
+            for chunk in iter(lambda: stream.read1(65536), b""):
+                send(2, bytes([channel]) + chunk)
+
+        pumps = [
+            threading.Thread(target=pump, args=(process.stdout, 1), daemon=True),
+            threading.Thread(target=pump, args=(process.stderr, 2), daemon=True),
+        ]
+        for thread in pumps:
+            thread.start()
+
+        def read_frames() -> None:
+            rfile = handler.rfile
+            try:
+                while True:
+                    head = rfile.read(2)
+                    if len(head) < 2:
+                        break
+                    opcode, n = head[0] & 0x0F, head[1] & 0x7F
+                    if n == 126:
+                        n = struct.unpack("!H", rfile.read(2))[0]
+                    elif n == 127:
+                        n = struct.unpack("!Q", rfile.read(8))[0]
+                    mask = rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+                    data = bytes(b ^ mask[i % 4] for i, b in enumerate(rfile.read(n)))
+                    if opcode == 8:
+                        break
+                    if opcode in (1, 2) and data[:1] == b"\x00" and process.stdin is not None:
+                        with contextlib.suppress(OSError):
+                            process.stdin.write(data[1:])
+                            process.stdin.flush()
+            except OSError:
+                pass
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+
+        reader = threading.Thread(target=read_frames, daemon=True)
+        reader.start()
+        code = process.wait()
+        for thread in pumps:
+            thread.join(5)
+        if code == 0:
+            status({"metadata": {}, "status": "Success"})
+        else:
+            exit_code = 128 - code if code < 0 else code  # a signal, as the runtime reports it
+            status(
+                {
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": f"command terminated with non-zero exit code: exit status {exit_code}",
+                    "reason": "NonZeroExitCode",
+                    "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]},
+                }
+            )
+        reader.join(5)
+
     def _dispatch(self, r: Request) -> tuple[int, Any]:
         for method, pattern, custom in self.extra_routes:
             if r.method == method and (m := pattern.fullmatch(r.path)):
@@ -602,6 +784,11 @@ class KubeDouble:
                 r"/api/v1/namespaces/([^/]+)/pods/([^/]+)(/resize|/status)?", r.path
             ):
                 return self._pod(r, m.group(1), m.group(2), m.group(3))
+            if m := re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/replicasets/([^/]+)", r.path):
+                rs = self.replicasets.get((m.group(1), m.group(2)))
+                if rs is None or r.method != "GET":
+                    return 404, not_found("replicasets.apps", m.group(2))
+                return 200, copy.deepcopy(rs)
             if m := re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)", r.path):
                 return self._deployment(r, m.group(1), m.group(2))
             if m := re.fullmatch(

@@ -169,6 +169,13 @@ def test_three_not_found_failures_are_distinct(kube: KubeDouble, state: dict[str
         ({**SELECTOR, "mode": "yolo"}, "target.mode"),
         ({**SELECTOR, "replicas": 3}, "target.replicas"),
         ({**SELECTOR, "namespace": "a/b"}, "target.namespace"),
+        ({**SELECTOR, "namespace": ".."}, "target.namespace"),
+        ({"type": "pod", "namespace": "shop", "name": ".."}, "target.name"),
+        ({"type": "pod", "namespace": "shop", "name": "a%2Fb"}, "target.name"),
+        ({"type": "deployment", "namespace": "shop", "name": "x" * 254}, "target.name"),
+        ({**SELECTOR, "container": "Orders"}, "target.container"),
+        ({**SELECTOR, "qty": 1.5}, "target.qty"),
+        ({**SELECTOR, "qty": True}, "target.qty"),
         ({**SELECTOR, "label_selector": ""}, "target.label_selector"),
         ({"type": "deployment", "namespace": "shop"}, "target.name"),
     ],
@@ -334,3 +341,36 @@ def test_memory_usage_from_metrics(kube: KubeDouble, state: dict[str, Any]) -> N
     assert memory_usage(SELECTOR, state) == 400 << 20
     result = tighten_memory_limit({**SELECTOR}, fraction="50%", configuration=state)
     assert result["requested"] == 512 << 20  # half the 1Gi limit
+
+
+def test_rollout_mode_patches_the_owning_deployment(
+    kube: KubeDouble, state: dict[str, Any]
+) -> None:
+    """A cluster without pods/resize: "mode": "rollout" goes through the Deployment's template."""
+    kube.resize_subresource = False
+    kube.add_deployment("orders", containers={"orders": "1Gi", "envoy": "128Mi"})
+    for name in ("orders-a", "orders-b"):
+        kube.add_pod(
+            make_pod(name, containers={"orders": "1Gi", "envoy": "128Mi"}, owner="orders-7d9f5c")
+        )
+    spec = {**SELECTOR, "mode": "rollout"}
+    result = tighten_memory_limit(spec, limit="512Mi", configuration=state)
+    assert result["change"]["outcome"] == "applied"
+    assert kube.patches("/resize") == []
+    template = kube.deployments[("shop", "orders")]["spec"]["template"]["spec"]["containers"]
+    assert {c["name"]: c["resources"]["limits"]["memory"] for c in template} == {
+        "orders": "512Mi",
+        "envoy": "128Mi",
+    }
+    entry = Ledger(Path(state["chaosmem_state_dir"])).read().open()[0]
+    assert entry.undo["mode"] == "rollout" and entry.undo["objects"][0]["kind"] == "Deployment"
+    restore_memory_limit(configuration=state)
+    template = kube.deployments[("shop", "orders")]["spec"]["template"]["spec"]["containers"]
+    assert template[0]["resources"]["limits"]["memory"] == "1Gi"
+
+
+def test_rollout_mode_needs_an_owning_deployment(kube: KubeDouble, state: dict[str, Any]) -> None:
+    kube.add_pod(make_pod("orders-a", containers={"orders": "1Gi"}))  # a bare pod
+    with pytest.raises(ChaosmemError, match="needs a pod owned by a Deployment"):
+        tighten_memory_limit({**SELECTOR, "mode": "rollout"}, limit="512Mi", configuration=state)
+    assert kube.patches() == []

@@ -83,3 +83,9 @@ def test_run_counts_every_kill_of_the_named_container(
     assert oom_kill_count(SELECTOR, state) == 2
     samples = [r for r in ext["timeline"] if r["kind"] == "sample" and "targets" in r]
     assert samples and any(row.get("oom_kills") for r in samples for row in r["targets"])
+    # a row per pod as well: the last sample has each pod's own kills of the named container
+    last = {row["name"]: row for row in samples[-1]["targets"]}
+    assert last["shop/orders-a (orders)"]["oom_kills"] == 2
+    assert last["shop/orders-b (orders)"]["oom_kills"] == 2
+    assert last["shop/orders-a (orders)"]["limit"] == 1 << 30
+    assert "shop/billing-a (orders)" not in last

@@ -41,8 +41,6 @@ def new_limit(target: MemoryTarget, *, limit: int | None, fraction: float | None
 def _usage(target: MemoryTarget) -> int | None:
     """Usage for the report, None when the backend cannot tell (a cluster without
     metrics-server): the change itself does not depend on it."""
-    if target.limit_kind == "cgroup-limit":
-        return target.memory_usage()
     try:
         return target.memory_usage()
     except ChaosmemError:

@@ -80,7 +80,7 @@ BACKENDS = (
         types=("pod", "deployment"),
         resolver="chaosmem.targets.kubernetes:resolve_kube",
         limit_kind="pod-limit",
-        handler_modules=("chaosmem.targets.kubernetes",),
+        handler_modules=("chaosmem.targets.kubernetes", "chaosmem.kube.stress"),
     ),
 )
 TARGET_TYPES = tuple(t for backend in BACKENDS for t in backend.types)

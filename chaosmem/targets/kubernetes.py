@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,10 @@ _KEYS = {
     "deployment": {"namespace", "name", "container"},
 }
 _POLL = 0.2
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_SUBDOMAIN = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 SETTINGS_KEY = "chaosmem_kubernetes"
 _MAX_SELECTOR = 4096
 
@@ -97,11 +102,20 @@ def _check_spec(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
             )
         if "mode" in spec:
             out["mode"] = check_choice(spec["mode"], name=f"{name}.mode", choices=MODES)
-    for key in ("namespace", "name"):
-        if key in out and ("/" in out[key] or len(out[key]) > 253):
-            raise InvalidArgument(f"{name}.{key}", out[key], "a Kubernetes object name (no '/')")
     if "container" in spec:
         out["container"] = check_str(spec["container"], name=f"{name}.container")
+    # NB: these become URL path segments: "..", "a/b" or "%2F" must never reach the API.
+    for key, pattern, expected in (
+        ("namespace", _LABEL, "a namespace name (DNS-1123 label: a-z, 0-9, '-', at most 63)"),
+        (
+            "name",
+            _SUBDOMAIN,
+            "an object name (DNS-1123 subdomain: a-z, 0-9, '-', '.', at most 253)",
+        ),
+        ("container", _LABEL, "a container name (DNS-1123 label: a-z, 0-9, '-', at most 63)"),
+    ):
+        if key in out and not pattern.fullmatch(out[key]):
+            raise InvalidArgument(f"{name}.{key}", out[key], expected)
     return out
 
 
@@ -210,6 +224,30 @@ class KubeTarget:
         if watcher is not None:
             return watcher.count
         return count_last_ooms(self._pods_now(), self.container)
+
+    def per_pod(self) -> list[dict[str, Any]]:
+        """One timeline row per pod: its limit and OOM kills (this run's, from the watch, when
+        one runs; else the last terminations), so the report draws each pod's line."""
+        watcher = live_oom_watcher(self.spec, current_run())
+        rows = []
+        for pod in self._pods_now():
+            meta = pod["metadata"]
+            name = f"{meta['namespace']}/{meta['name']}"
+            row: dict[str, Any] = {"name": f"{name} ({self.container or 'all'})", "pod": name}
+            containers = pod["spec"]["containers"]
+            chosen = [c for c in containers if self.container in (None, c["name"])]
+            limits = [limit_of(c) for c in chosen]
+            row["limit"] = (
+                parse_size(limits[0], name="memory limit")
+                if len(limits) == 1 and limits[0]
+                else None
+            )
+            if watcher is not None:
+                row["oom_kills"] = sum(k["kills"] for k in watcher.kills if k["pod"] == name)
+            else:
+                row["oom_kills"] = count_last_ooms([pod], self.container)
+            rows.append(row)
+        return rows
 
     def _pods_now(self) -> list[dict[str, Any]]:
         if self.deployment is None:
