@@ -48,7 +48,9 @@ class Histogram:
             index = value if value > 0 else 0
         else:
             shift = value.bit_length() - 7
-            index = min(shift * _SUB + (value >> shift), _MAX_INDEX)
+            index = shift * _SUB + (value >> shift)
+            if index > _MAX_INDEX:
+                index = _MAX_INDEX
         self._buckets[index] += 1
         self.count += 1
         if value > 0:

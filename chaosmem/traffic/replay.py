@@ -81,9 +81,7 @@ class _Conn(asyncio.Protocol):
     """One keep-alive connection carrying at most one request at a time."""
 
     __slots__ = (
-        "_status_of_head",
         "dead",
-        "deadline",
         "dial",
         "engine",
         "got",
@@ -101,19 +99,16 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.item: Item | None = None
         self.sent_at = 0.0
-        self.deadline = 0.0
         self.got = False
         self.headers_done = False
         self.reused = False
         self.dead = False
         self.dial: asyncio.Task[Any] | None = None
-        self._status_of_head = 0
 
     # -- engine side
     def send(self, item: Item, now: float) -> None:
         self.item = item
         self.sent_at = now
-        self.deadline = now + self.engine.timeout
         self.got = False
         self.headers_done = False
         if self.transport is not None:
@@ -143,12 +138,12 @@ class _Conn(asyncio.Protocol):
         if self.headers_done and self.item is not None and self.item.head:
             # NB: httptools cannot be told a response answers HEAD and would wait for the body
             # its Content-Length announces; the headers are the whole response.
+            status = self.parser.get_status_code()
             self.parser = httptools.HttpResponseParser(self)
-            self.engine.completed(self, self._status_of_head, True)
+            self.engine.completed(self, status, True)
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
-        self._status_of_head = self.parser.get_status_code()
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -356,6 +351,8 @@ class Replayer:
             second.lag.record(int((now - due) * 1e6))  # merged into the total each second
             second.sent += 1
             self._total_sent += 1
+            if not idle and len(self._conns) >= limit:
+                return  # every connection is busy: the next completion pumps again
             now = _now()
 
     def _arm(self, due: float, now: float) -> None:
@@ -489,8 +486,9 @@ class Replayer:
 
     def _sweep(self, interval: float) -> None:
         now = _now()
+        expired = now - self.timeout
         for conn in list(self._conns):
-            if conn.item is not None and now > conn.deadline:
+            if conn.item is not None and conn.sent_at < expired:
                 self._error_out(conn, _TIMEOUT, now)
                 conn.abort()
         self._sweeper = self._loop.call_later(interval, self._sweep, interval)

@@ -91,6 +91,7 @@ class Schedule:
         size = RECORD.size
         unpack = RECORD.iter_unpack
         position = 0  # global position over all passes (the rate clock)
+        per_ns = 1e-9 / speed
         base = 0.0  # offset at which the current pass starts
         while True:
             self.passes += 1
@@ -99,16 +100,15 @@ class Schedule:
             for start in range(0, total, _BATCH):
                 chunk = index_map[start * size : min(start + _BATCH, total) * size]
                 for at_ns, at, length, session, flags in unpack(chunk):
-                    mine = (session if session else position) % shards == shard
-                    position += 1
-                    if not mine:
+                    # NB: the n-th request of the whole schedule goes to its session's shard,
+                    # else to shard n % shards; with a rate it is due at n / rate
+                    if shards > 1 and (session or position) % shards != shard:
+                        position += 1
                         continue
+                    offset = position / rate if rate else base + at_ns * per_ns
+                    position += 1
                     sent_this_pass += 1
-                    if rate is not None:
-                        offset = (position - 1) / rate
-                    else:
-                        offset = base + at_ns / 1e9 / speed
-                    yield Item(offset, wire[at : at + length], bool(flags & FLAG_HEAD), session)
+                    yield Item(offset, wire[at : at + length], flags == FLAG_HEAD, session)
                 last_ns = at_ns
             if not options.loop or sent_this_pass == 0:
                 return  # NB: a shard with no share of the capture must not spin forever
