@@ -28,7 +28,7 @@ from chaosmem.traffic.actions import replay_traffic, stop_traffic_replay
 from chaosmem.traffic.capture import gor_bytes, write_gor_record
 from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.histogram import Histogram
-from chaosmem.traffic.options import auto_workers, available_cores, parse_options
+from chaosmem.traffic.options import ReplayOptions, auto_workers, available_cores, parse_options
 from chaosmem.traffic.probes import replay_summary, status_ratio
 from chaosmem.traffic.results import REQUEST_RECORD, read_seconds
 from chaosmem.traffic.schedule import Schedule
@@ -527,3 +527,17 @@ def test_a_worker_killed_mid_replay_fails_the_replay_and_says_which(tmp_path: Pa
     assert "worker 0 exited with -9" in summary["error"]
     # what the killed worker reported before it died still counts
     assert summary["sent"] > 0
+
+
+def test_a_worker_reads_back_exactly_the_options_it_was_given(tmp_path: Path) -> None:
+    capture = write_timed_gor(tmp_path / "t.gor", count=2, span_s=0.1)
+    options = parse_options(
+        capture=str(capture), target_url="http://127.0.0.1:9/p", rate="300/s", duration="2m",
+        loop=True, concurrency=9, timeout="250ms", headers={"X-A": "1", "X-B": 2},
+        remove_headers=["Cookie"], methods=["get", "POST"], path_pattern="^/o",
+        session_key="cookie:sid", workers=3,
+    )  # fmt: skip
+    spec = json.loads(json.dumps(options.to_spec()))  # through spec.json
+    assert ReplayOptions.from_spec(spec) == options
+    assert ReplayOptions.from_spec(spec, workers=1).workers == 1
+    assert parse_options(**spec) == options

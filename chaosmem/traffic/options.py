@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from chaosmem.errors import InvalidArgument
 from chaosmem.traffic.capture import FORMATS, expand_capture
-from chaosmem.units import parse_duration
 from chaosmem.validate import check_bool, check_choice, check_int, check_url
 
 __all__ = [
@@ -87,6 +86,19 @@ class ReplayOptions:
         spec["capture"] = list(spec.pop("files"))
         spec["headers"] = dict(spec.pop("set_headers"))
         return spec
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], **changes: Any) -> ReplayOptions:
+        """Back from :meth:`to_spec` without checking again: only for a spec this process's
+        parent wrote after :func:`parse_options` passed (a worker's ``spec.json``)."""
+        fields = dict(spec)
+        fields["files"] = tuple(fields.pop("capture"))
+        fields["set_headers"] = tuple((str(k), str(v)) for k, v in fields.pop("headers").items())
+        fields["remove_headers"] = tuple(fields["remove_headers"])
+        if fields.get("methods") is not None:
+            fields["methods"] = tuple(fields["methods"])
+        fields.update(changes)
+        return cls(**fields)
 
 
 def _positive(value: object, *, name: str, expected: str, suffix: str = "") -> float:
@@ -253,6 +265,10 @@ def parse_options(
     (a replay in pods) takes ``capture`` as paths inside the pods' capture volume: relative,
     without ``..``, not checked here.
     """
+    # NB: imported here: chaosmem.units imports the kubernetes client (its quantity parser),
+    # which a worker process re-reading its spec (ReplayOptions.from_spec) does not need
+    from chaosmem.units import parse_duration
+
     remote = check_bool(allow_remote, name="allow_remote")
     url = check_url(target_url, name="target_url", allow_remote=remote)
     fmt = check_choice(capture_format, name="capture_format", choices=FORMATS)

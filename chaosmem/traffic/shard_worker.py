@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from chaosmem.traffic.compile import open_compiled
-from chaosmem.traffic.options import parse_options
+from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.replay import run_engine
 from chaosmem.traffic.schedule import Schedule
 from chaosmem.traffic.worker import die_with_parent
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     directory, parent = Path(argv[0]), int(argv[1])
     die_with_parent(parent)
     spec = json.loads((directory / "spec.json").read_text(encoding="utf-8"))
-    options = parse_options(**spec["options"])
+    options = ReplayOptions.from_spec(spec["options"])
     compiled = open_compiled(Path(spec["compiled"]))
     schedule = Schedule(options, compiled, shard=int(spec["shard"]), shards=int(spec["shards"]))
     sys.stdout.write("ready\n")
