@@ -541,3 +541,20 @@ def test_a_worker_reads_back_exactly_the_options_it_was_given(tmp_path: Path) ->
     assert ReplayOptions.from_spec(spec) == options
     assert ReplayOptions.from_spec(spec, workers=1).workers == 1
     assert parse_options(**spec) == options
+
+
+def test_a_content_hash_is_remembered_only_for_a_settled_file(tmp_path: Path) -> None:
+    capture = write_timed_gor(tmp_path / "t.gor", count=20, span_s=0.5)
+    cache = tmp_path / "cache"
+    options = parse_options(capture=str(capture), target_url="http://127.0.0.1:9")
+    first = compile_capture(options, cache=cache)
+    assert not (cache / "hashes").exists() or not list((cache / "hashes").iterdir())  # racy
+    settled = time.time() - 60
+    os.utime(capture, (settled, settled))
+    assert compile_capture(options, cache=cache).directory == first.directory
+    assert len(list((cache / "hashes").iterdir())) == 1
+    # another content is another identity (size, mtime): hashed again, compiled again
+    write_timed_gor(capture, count=21, span_s=0.5)
+    os.utime(capture, (settled, settled))
+    again = compile_capture(options, cache=cache)
+    assert again.directory != first.directory and again.requests == 21

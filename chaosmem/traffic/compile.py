@@ -20,6 +20,10 @@ files (written through a buffer), and the workers ``mmap`` them, so the kernel's
 holds the capture, not the replayer's heap. A capture larger than memory replays with a flat
 RSS: pages already sent are clean and the kernel drops them.
 
+A file's content hash is remembered under ``CACHE/hashes`` by the file's identity (device,
+inode, size, modification time), so a 10 GB capture is read once to hash it, not before every
+replay; a file changed since has another identity and is hashed again.
+
 The cache lives in the state dir (``STATE/cache/schedules``), written to a temporary directory
 and renamed into place, so two replays compiling the same capture at once never see half a
 schedule; only the :data:`KEEP` most recently used schedules are kept.
@@ -60,6 +64,7 @@ FLAG_HEAD = 1
 #: Bump when the layout or the rewriting changes: old cache entries are then never read.
 VERSION = "chaosmem-schedule-1"
 KEEP = 4
+KEEP_HASHES = 256
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 _KEY = re.compile(r"[0-9a-f]{64}")
 _WRITE_BUFFER = 1 << 20
@@ -160,17 +165,45 @@ class Compiled:
         return self.directory / "wire.bin"
 
 
-def _content_hash(files: list[str]) -> str:
+#: A file's content hash is remembered by its identity (device, inode, size, mtime): hashing a
+#: 10 GB capture on every replay would take longer than compiling it once. As git does, a file
+#: modified within this many seconds of being hashed is hashed again next time ("racy" mtime).
+RACY_SECONDS = 2.0
+
+
+def _file_hash(path: str, remembered: Path | None) -> str:
+    info = os.stat(path)
+    identity = f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+    note = None
+    if remembered is not None:
+        note = remembered / hashlib.sha256(identity.encode()).hexdigest()
+        try:
+            text = note.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if _KEY.fullmatch(text):
+            return text
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    content = digest.hexdigest()
+    if note is not None and time.time() - info.st_mtime_ns / 1e9 > RACY_SECONDS:
+        note.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = note.with_name(f".{note.name}.{os.getpid()}")
+        tmp.write_text(content + "\n", encoding="ascii")
+        os.replace(tmp, note)
+    return content
+
+
+def _content_hash(files: list[str], remembered: Path | None = None) -> str:
     digest = hashlib.sha256()
     for path in files:
-        digest.update(b"\0file\0")
-        with open(path, "rb") as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
+        digest.update(b"\0file\0" + _file_hash(path, remembered).encode())
     return digest.hexdigest()
 
 
-def cache_key(options: ReplayOptions) -> str:
+def cache_key(options: ReplayOptions, *, remembered: Path | None = None) -> str:
     """The content hash of the capture files and of every option that changes the bytes sent."""
     rewriting = {
         "version": VERSION,
@@ -184,7 +217,7 @@ def cache_key(options: ReplayOptions) -> str:
         "session_key": options.session_key,
         # NB: names matter for positions in malformed samples and for the merge order of files
         "names": [os.path.basename(f) for f in options.files],
-        "content": _content_hash(list(options.files)),
+        "content": _content_hash(list(options.files), remembered),
     }
     return hashlib.sha256(json.dumps(rewriting, sort_keys=True).encode()).hexdigest()
 
@@ -270,6 +303,7 @@ def _prune(root: Path, keep: str) -> None:
     entries = []
     for child in root.iterdir():
         if child.is_dir() and not child.is_symlink() and _KEY.fullmatch(child.name):
+            # NB: "hashes" is not a 64-hex name: remembered hashes are never pruned here
             try:
                 entries.append((child.stat().st_mtime, child))
             except OSError:
@@ -278,12 +312,17 @@ def _prune(root: Path, keep: str) -> None:
     for _mtime, child in entries[KEEP:]:
         if child.name != keep:
             shutil.rmtree(child, ignore_errors=True)
+    notes = root / "hashes"
+    if notes.is_dir() and not notes.is_symlink():
+        remembered = sorted(notes.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+        for note in remembered[KEEP_HASHES:]:
+            note.unlink(missing_ok=True)
 
 
 def compile_capture(options: ReplayOptions, *, cache: Path) -> Compiled:
     """The compiled schedule of ``options``' capture: from the cache, or compiled now."""
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = cache_key(options)
+    key = cache_key(options, remembered=cache / "hashes")
     final = cache / key
     if final.is_dir() and not final.is_symlink():
         try:
