@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.ledger import current_run
 from chaosmem.state import state_dir
 from chaosmem.timeline.sources import Resolver, Source, SourceSetup, build_sources
 
@@ -118,6 +119,7 @@ class Recorder:
                 state=state_dir(self.configuration),
                 started=time.time(),
                 resolve=self._resolve,
+                run=current_run(),
             )
             self._sources = build_sources(setup)
         self._sample()

@@ -57,6 +57,8 @@ class SourceSetup:
     started: float
     resolve: Resolver | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The run id the control set: sources read only what this run produced.
+    run: str | None = None
 
 
 SourceFactory = Callable[[SourceSetup], Source | None]
@@ -150,7 +152,8 @@ def _targets(setup: SourceSetup) -> Source | None:
 
 
 class StressSource:
-    """Bytes every stressor holds now: the sum of ``"bytes"`` over ``STATE/stress/*.json``.
+    """Bytes this run's stressors hold now: the sum of ``"bytes"`` over ``STATE/stress/*.json``
+    whose ``"run"`` is this run's id (outside a run: those written since the recording started).
 
     A file torn mid-write or removed between listing and reading is skipped this tick.
     """
@@ -159,6 +162,8 @@ class StressSource:
 
     def __init__(self, setup: SourceSetup) -> None:
         self.directory = setup.state / "stress"
+        self.run = setup.run
+        self.since = setup.started - 1.0
 
     def sample(self) -> dict[str, int] | None:
         if not self.directory.is_dir():
@@ -166,8 +171,13 @@ class StressSource:
         total, count = 0, 0
         for path in sorted(self.directory.glob("*.json")):
             try:
-                held = json.loads(path.read_text(encoding="utf-8")).get("bytes")
+                if self.run is None and path.stat().st_mtime < self.since:
+                    continue
+                status = json.loads(path.read_text(encoding="utf-8"))
+                held = status.get("bytes")
             except (OSError, ValueError, AttributeError):
+                continue
+            if self.run is not None and status.get("run") != self.run:
                 continue
             if isinstance(held, int | float) and not isinstance(held, bool):
                 total += int(held)
@@ -186,23 +196,28 @@ _REPLAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 class TrafficSource:
     """The replay's seconds since the last tick, folded into one value.
 
-    ``STATE/replays/latest`` names the replay; its ``seconds.jsonl`` gains one line per second.
-    The file is read from where the last tick stopped (never re-read whole), lines older than the
-    run are ignored (a ``latest`` left by an earlier run), and a half-written last line waits for
-    the next tick.
+    ``STATE/runs/<run>/replay`` names this run's replay (outside a run: ``STATE/replays/latest``,
+    lines older than the recording ignored); its ``seconds.jsonl`` gains one line per second.
+    The file is read from where the last tick stopped (never re-read whole), and a half-written
+    last line waits for the next tick.
     """
 
     key = "traffic"
 
     def __init__(self, setup: SourceSetup) -> None:
         self.replays = setup.state / "replays"
+        self.pointer = (
+            setup.state / "runs" / setup.run / "replay"
+            if setup.run and _REPLAY_ID.fullmatch(setup.run) and ".." not in setup.run
+            else self.replays / "latest"
+        )
         self.since = setup.started - 1.0
         self.replay: str | None = None
         self.offset = 0
 
     def _latest(self) -> str | None:
         try:
-            text = (self.replays / "latest").read_text(encoding="utf-8").strip()
+            text = self.pointer.read_text(encoding="utf-8").strip()
         except OSError:
             return None
         return text if _REPLAY_ID.fullmatch(text) and text not in {".", ".."} else None
