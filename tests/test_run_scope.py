@@ -35,7 +35,7 @@ def _replay(tmp_path: Path, config: dict[str, Any], failing: tuple[int, ...]) ->
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in a new ``chaos run`` process: no replay started here yet."""
-    monkeypatch.setattr(results, "_started_here", None)
+    monkeypatch.setattr(results, "_started_here", {})
 
 
 def test_probes_read_this_runs_replay_not_an_earlier_one(
@@ -66,7 +66,7 @@ def test_outside_a_run_only_this_processes_replay(
     set_current_run("run-a")
     _replay(tmp_path, state, failing=())
     set_current_run(None)
-    results._started_here = None  # a new process: the state dir's latest is not ours
+    results._started_here.clear()  # a new process: the state dir's latest is not ours
     with pytest.raises(ChaosmemError, match="no replay has run in this process"):
         status_ratio(status=503, configuration=state)
     summary = _replay(tmp_path, state, failing=(1,))

@@ -83,8 +83,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 #: A run id becomes a directory name: nothing else is accepted as one.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-#: The latest replay this process started (what probes read outside a chaosmem run).
-_started_here: str | None = None
+#: The latest replay this process started, by state dir (what probes read outside a run).
+_started_here: dict[Path, str] = {}
 
 
 def _run_pointer(state: Path, run: str) -> Path:
@@ -103,12 +103,11 @@ def _write_pointer(path: Path, replay_id: str) -> None:
 def set_latest(state: Path, replay_id: str) -> None:
     """Make ``replay_id`` the latest replay of the state dir, of the current run (when the
     control set one) and of this process."""
-    global _started_here
     _write_pointer(replays_dir(state) / "latest", replay_id)
     run = current_run()
     if run:
         _write_pointer(_run_pointer(state, run), replay_id)
-    _started_here = replay_id
+    _started_here[state] = replay_id
 
 
 def own_replay_id(state: Path, run: str | None = None) -> str:
@@ -128,13 +127,13 @@ def own_replay_id(state: Path, run: str | None = None) -> str:
                 "earlier in the method, or pass replay_id"
             )
         return text
-    if _started_here is None:
+    if state not in _started_here:
         raise ChaosmemError(
-            "no replay has run in this process, and there is no chaosmem run to look in: add the "
-            "chaosmem control to the experiment (its run id scopes the probes), start "
-            "replay_traffic first, or pass replay_id"
+            f"no replay has run in this process with state dir {state}, and there is no chaosmem "
+            "run to look in: run replay_traffic first, add the chaosmem control to the "
+            "experiment (its run id scopes the probes), or pass replay_id"
         )
-    return _started_here
+    return _started_here[state]
 
 
 def latest_id(state: Path) -> str | None:
