@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from chaosmem.report.journal import as_dict, chaosmem_extension
+from chaosmem.report.journal import as_dict, as_list, chaosmem_extension
 from chaosmem.report.redact import redact, unknown_env_values
 from chaosmem.report.series import build_series, thin
 from chaosmem.report.verdict import SEVERITY, describe_tolerance, failure_message, judge, worst
@@ -99,7 +99,7 @@ def _state(state: Any, zero: float) -> dict[str, Any] | None:
     if not isinstance(state, Mapping):
         return None
     probes = []
-    for probe in state.get("probes") or []:
+    for probe in as_list(state.get("probes")):
         if isinstance(probe, Mapping):
             row = _activity(probe, zero)
             activity = as_dict(probe.get("activity"))
@@ -184,7 +184,7 @@ def experiment_context(
         for name in unknown_env_values(as_dict(journal.get("experiment")), environ)
     ]
     series = thin(build_series(timeline, zero))
-    runs = [r for r in clean.get("run") or [] if isinstance(r, Mapping)]
+    runs = [r for r in as_list(clean.get("run")) if isinstance(r, Mapping)]
     method = [_activity(r, zero) for r in runs]
     events = [_event(m) for m in series["marks"] if m.get("event") not in _ACTIVITY_MARKS]
     timeline_rows = sorted(method + events, key=lambda r: (r["offset"] is None, r["offset"] or 0.0))
@@ -195,18 +195,19 @@ def experiment_context(
         p
         for s in (states.get("before"), states.get("after"))
         if isinstance(s, Mapping)
-        for p in s.get("probes") or []
+        for p in as_list(s.get("probes"))
         if isinstance(p, Mapping)
     ]
     return {
         "source": source,
         "title": str(experiment.get("title", "untitled experiment")),
         "description": str(experiment.get("description", "")),
-        "tags": [str(t) for t in experiment.get("tags") or []],
+        "tags": [str(t) for t in as_list(experiment.get("tags"))],
         "verdict": {
             "status": verdict.status,
             "reasons": verdict.reasons,
             "warnings": verdict.warnings + env_warnings,
+            "checks": verdict.checks,
         },
         "redaction_warnings": env_warnings,
         "chaos": {
@@ -230,20 +231,20 @@ def experiment_context(
                     "name": str(p.get("name", "?")),
                     "tolerance": describe_tolerance(p.get("tolerance")),
                 }
-                for p in hypothesis.get("probes") or []
+                for p in as_list(hypothesis.get("probes"))
                 if isinstance(p, Mapping)
             ],
             "before": _state(states.get("before"), zero),
             "after": _state(states.get("after"), zero),
             "during_deviations": sum(
                 1
-                for s in states.get("during") or []
+                for s in as_list(states.get("during"))
                 if isinstance(s, Mapping) and s.get("steady_state_met") is False
             ),
         },
         "method": timeline_rows,
         "rollbacks": [
-            _activity(r, zero) for r in clean.get("rollbacks") or [] if isinstance(r, Mapping)
+            _activity(r, zero) for r in as_list(clean.get("rollbacks")) if isinstance(r, Mapping)
         ],
         "restored": _restored(extension["restored"]),
         "autoscaling": _finds(runs, "autoscaling", zero) + _finds(all_probes, "autoscaling", zero),

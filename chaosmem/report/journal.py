@@ -14,7 +14,7 @@ from typing import Any
 
 from chaosmem.errors import InvalidArgument
 
-__all__ = ["EXTENSION", "as_dict", "chaosmem_extension", "load_journal"]
+__all__ = ["EXTENSION", "as_dict", "as_list", "chaosmem_extension", "load_journal"]
 
 EXTENSION = "chaosmem"
 _EXPECTED = "a Chaos Toolkit journal (the JSON file `chaos run --journal-path` writes)"
@@ -44,7 +44,7 @@ def load_journal(path: Path, *, name: str = "JOURNAL") -> dict[str, Any]:
 
 def chaosmem_extension(journal: dict[str, Any]) -> dict[str, Any]:
     """chaosmem's extension of the journal, or an empty one; malformed parts are dropped."""
-    for extension in journal.get("extensions") or []:
+    for extension in as_list(journal.get("extensions")):
         if isinstance(extension, dict) and extension.get("name") == EXTENSION:
             timeline = extension.get("timeline")
             records = (
@@ -62,3 +62,8 @@ def chaosmem_extension(journal: dict[str, Any]) -> dict[str, Any]:
 def as_dict(value: Any) -> dict[str, Any]:
     """``value`` when it is a JSON object, else an empty one: journals are read, never trusted."""
     return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` when it is a JSON list, else an empty one."""
+    return value if isinstance(value, list) else []

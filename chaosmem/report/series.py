@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from chaosmem.report.journal import as_dict
+from chaosmem.report.journal import as_dict, as_list
 from chaosmem.timeline.sources import target_label
 
 __all__ = ["MAX_POINTS", "build_series", "minmax", "steps", "thin"]
@@ -116,7 +116,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
         if kind != "sample":
             continue
         samples += 1
-        for row in record.get("targets") or []:
+        for row in as_list(record.get("targets")):
             if type(row) is not dict:
                 continue
             entry = targets.setdefault(
