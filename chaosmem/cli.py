@@ -37,7 +37,9 @@ def _rollback(args: argparse.Namespace) -> int:
     directory = state_dir(config, create=not args.state_dir)
     if args.state_dir and not directory.is_dir():
         raise InvalidArgument(
-            "--state-dir", str(directory), "the state directory of a chaosmem run; no such directory"
+            "--state-dir",
+            str(directory),
+            "the state directory of a chaosmem run; no such directory",
         )
     if args.state_dir and not (directory / LEDGER_FILE).is_file():
         raise InvalidArgument(

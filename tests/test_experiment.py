@@ -53,6 +53,27 @@ def test_local_oom_experiment_passes_and_cleans_up(tmp_path: Path) -> None:
     assert not service_cgroup.exists()  # the control stopped the service and removed its cgroup
 
 
+def test_local_oom_experiment_fails_when_no_oom_kill_happens(tmp_path: Path) -> None:
+    """Its title claims an OOM kill: a 10Mi allocation fits under 64Mi, so the run must fail."""
+    port = str(free_port())
+    text = (REPO / "experiments" / "local-oom.json").read_text().replace("18931", port)
+    assert "mib=200" in text
+    experiment = tmp_path / "local-oom.json"
+    experiment.write_text(text.replace("mib=200", "mib=10"))
+    journal = tmp_path / "journal.json"
+    proc = run_chaos(experiment, journal, tmp_path / "state")
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode != 0, output
+    data = json.loads(journal.read_text())
+    assert data["deviated"] is True
+    after = {p["activity"]["name"]: p for p in data["steady_states"]["after"]["probes"]}
+    assert after["no-worker-escaped-the-oom-killer"]["tolerance_met"] is False
+    gate = subprocess.run(
+        [CHAOSMEM, "gate", str(journal)], capture_output=True, text=True, timeout=60
+    )
+    assert gate.returncode == 1 and "DEVIATED" in gate.stdout, gate.stdout
+
+
 def tight_experiment(tmp_path: Path, group: Cgroup) -> Path:
     experiment = {
         "title": "hold a tight limit",

@@ -94,7 +94,10 @@ def test_the_verdict_names_the_checks_that_ran(
     """--hypothesis-strategy after-method-only: "before" never ran and the gate says so."""
     met = json.loads(journals["met"][1].read_text())
     code, journal = chaos_run(
-        tmp_path, "after-only", met["experiment"], extra=["--hypothesis-strategy", "after-method-only"]
+        tmp_path,
+        "after-only",
+        met["experiment"],
+        extra=["--hypothesis-strategy", "after-method-only"],
     )
     assert code == 0
     assert main(["gate", str(journal)]) == 0

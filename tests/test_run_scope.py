@@ -161,9 +161,10 @@ def test_chaos_run_twice_on_one_state_dir(tmp_path: Path, state: dict[str, Any])
     capture = write_timed_gor(tmp_path / "ten.gor", count=10, span_s=0.1)
     env = {"CHAOSMEM_STATE_DIR": state["chaosmem_state_dir"]}
     strategy = ["--hypothesis-strategy", "after-method-only"]
-    with RecordingServer() as good, RecordingServer(
-        status_for=lambda i: 503 if i in (2, 5, 8) else 200
-    ) as bad:
+    with (
+        RecordingServer() as good,
+        RecordingServer(status_for=lambda i: 503 if i in (2, 5, 8) else 200) as bad,
+    ):
         code, journal = chaos_run(
             tmp_path / "one", "one", _experiment(good.url, capture), env, extra=strategy
         )

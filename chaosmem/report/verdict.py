@@ -176,7 +176,7 @@ def _checks(states: dict[str, Any]) -> dict[str, str]:
 
 
 def _met_sentence(checks: dict[str, str]) -> str:
-    """"met before and after the method", "met after the method; not checked before it", ..."""
+    """ "met before and after the method", "met after the method; not checked before it", ..."""
     where = {"before": "before the method", "after": "after the method"}
     ran = [p for p in ("before", "after") if checks[p] == "met"]
     skipped = [p for p in ("before", "after") if checks[p] == "not run"]
