@@ -73,7 +73,7 @@ class _Run:
         self.recorder.mark(event, **fields)
 
     def on_kill(self, kill: OomEvent) -> None:
-        self.mark("oom-kill", cgroup=kill.cgroup, count=kill.count, at=kill.at)
+        self.mark("oom-kill", **kill.details, cgroup=kill.cgroup, count=kill.count, at=kill.at)
 
     def watch_targets(self) -> None:
         """Start an OOM watcher on every local target that can be resolved now (services appear

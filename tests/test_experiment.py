@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from chaosmem.report import build_report
 from chaosmem.targets.cgroup import Cgroup
 from tests.conftest import REPO, free_port
 
@@ -51,6 +52,23 @@ def test_local_oom_experiment_passes_and_cleans_up(tmp_path: Path) -> None:
     assert extension["oom_kills"] and extension["oom_kills"][0]["count"] == 1
     service_cgroup = Path(extension["restored"][-1]["target"]["path"])
     assert not service_cgroup.exists()  # the control stopped the service and removed its cgroup
+    # The report's figures are the kernel's: the peak it kept (at the 64Mi limit when it killed,
+    # not a 1 s sample), the kill drawn at the usage the kernel had then, and the victim.
+    [experiment_row] = build_report([tmp_path / "journal.json"])["experiments"]
+    [target] = experiment_row["timeline"]["targets"]
+    assert target["peak_from"] == "memory.max_usage_in_bytes (reset at run start)"
+    assert abs(target["peak_usage"] - (64 << 20)) <= 0.05 * (64 << 20)
+    assert target["limit_before"] == 256 << 20 and target["limit_min"] == 64 << 20
+    [kill] = target["oom_kills"]
+    assert abs(kill["usage"] - (64 << 20)) <= 0.05 * (64 << 20)
+    worker = (
+        json.loads(outputs["allocate-200Mi"]["body"])["worker"]
+        if isinstance(outputs["allocate-200Mi"]["body"], str)
+        else outputs["allocate-200Mi"]["body"]["worker"]
+    )
+    assert kill["victim_pid"] == worker
+    events = [r for r in experiment_row["method"] if r["kind"] == "event"]
+    assert any(f"pid {worker}" in e["name"] and "memory.stat: anon" in e["detail"] for e in events)
 
 
 def test_local_oom_experiment_fails_when_no_oom_kill_happens(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ The context is plain JSON-able data: ``--format json`` prints it as is.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -18,11 +19,14 @@ from chaosmem.report.redact import redact, unknown_env_values
 from chaosmem.report.series import build_series, thin
 from chaosmem.report.verdict import SEVERITY, describe_tolerance, failure_message, judge, worst
 from chaosmem.timeline.sources import target_label
+from chaosmem.units import format_size
 
 __all__ = ["experiment_context", "report_context"]
 
 #: Longest probe output kept in a report; the journal has the rest.
 MAX_OUTPUT = 600
+#: Longest one-line summary of an output in a table; the full output is folded below it.
+SUMMARY = 120
 _ACTIVITY_MARKS = {"activity-start", "activity-end"}
 
 
@@ -81,6 +85,11 @@ def _activity(run: Mapping[str, Any], zero: float) -> dict[str, Any]:
     activity = as_dict(run.get("activity"))
     provider = as_dict(activity.get("provider"))
     start = _time(run.get("start"))
+    output = run.get("output")
+    text = _output(output)
+    summary = output.get("summary") if isinstance(output, Mapping) else None
+    if not isinstance(summary, str) or not summary.strip():
+        summary = text if text is None or len(text) <= SUMMARY else text[: SUMMARY - 1] + "…"
     return {
         "kind": "activity",
         "name": str(activity.get("name", "?")),
@@ -89,7 +98,8 @@ def _activity(run: Mapping[str, Any], zero: float) -> dict[str, Any]:
         "status": str(run.get("status", "?")),
         "offset": None if start is None else round(start - zero, 3),
         "duration": run.get("duration") if isinstance(run.get("duration"), int | float) else None,
-        "output": _output(run.get("output")),
+        "summary": summary.strip().splitlines()[0][:300] if summary else None,
+        "output": text,
         "error": failure_message(dict(run)) if run.get("status") == "failed" else None,
         "background": bool(activity.get("background")),
     }
@@ -118,9 +128,29 @@ def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
         if not target and isinstance(cgroup, str):
             target = cgroup.rstrip("/").rsplit("/", 1)[-1]
         fields.pop("at", None)  # already the row's time
+        pid, command = fields.pop("victim_pid", None), fields.pop("victim_command", None)
+        victim = (
+            f"pid {pid}" + (f" ({command})" if isinstance(command, str) else "")
+            if isinstance(pid, int)
+            else "a process"
+        )
+        facts = _kill_facts(fields)
         if "count" in fields:
             fields["kills so far"] = fields.pop("count")
-        what = "the kernel OOM-killed a process" + (f" in {target}" if target else "")
+        what = f"the kernel OOM-killed {victim}" + (f" in {target}" if target else "")
+        detail = "; ".join(
+            [
+                *facts,
+                *(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in fields.items()),
+            ]
+        )
+        return {
+            "kind": "event",
+            "name": what,
+            "event": mark.get("event"),
+            "offset": mark.get("x"),
+            "detail": detail,
+        }
     else:
         what = str(mark.get("event"))
     detail = ", ".join(
@@ -133,6 +163,37 @@ def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
         "offset": mark.get("x"),
         "detail": detail,
     }
+
+
+def _size(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return format_size(float(value))
+
+
+def _kill_facts(fields: dict[str, Any]) -> list[str]:
+    """Usage and limit at the kill and the memory.stat breakdown, popped from ``fields``."""
+    facts: list[str] = []
+    usage, limit = _size(fields.pop("usage", None)), _size(fields.pop("limit", None))
+    source = fields.pop("source", None)
+    if usage:
+        facts.append(
+            f"usage {usage}"
+            + (f" of a {limit} limit" if limit else "")
+            + " at the kill"
+            + (f" ({source})" if isinstance(source, str) else "")
+        )
+    elif isinstance(source, str):
+        facts.append(f"details {source}")
+    rss = _size(fields.pop("victim_anon_rss", None))
+    if rss:
+        facts.append(f"victim's anon rss {rss}")
+    stat = fields.pop("stat", None)
+    if isinstance(stat, Mapping):
+        parts = [f"{k} {v}" for k, raw in stat.items() if (v := _size(raw))]
+        if parts:
+            facts.append("memory.stat: " + ", ".join(parts))
+    return facts
 
 
 def _restored(items: Iterable[Any]) -> list[dict[str, Any]]:

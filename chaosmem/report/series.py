@@ -14,6 +14,7 @@ Min/max buckets are a dozen lines with no dependency, where an LTTB library woul
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -64,6 +65,52 @@ def _number(value: Any) -> float | None:
     return float(value) if kind is int or kind is float else None
 
 
+def _classes(status: Mapping[str, int]) -> dict[str, int]:
+    """Answers by class: {"2xx": n, "4xx": n, "5xx": n, ...}, classes seen only."""
+    classes: dict[str, int] = {}
+    for code, count in sorted(status.items()):
+        name = f"{code[0]}xx" if len(code) == 3 and code.isdigit() else "other"
+        classes[name] = classes.get(name, 0) + count
+    return classes
+
+
+def _finite(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and math.isfinite(number) else None
+
+
+#: No memory size is larger (the kernel's own "no limit" is just under it); a bigger number in a
+#: journal is not a size, and is left out rather than drawn (or formatted) as one.
+MAX_BYTES = float(1 << 63)
+#: Ten years in seconds: a record further from the run's start is not of this run.
+MAX_SPAN = 3.2e8
+
+
+def _bytes(value: Any) -> float | None:
+    number = _finite(value)
+    return number if number is not None and 0 <= number <= MAX_BYTES else None
+
+
+def _kill(mark: Mapping[str, Any]) -> dict[str, Any]:
+    """An OOM-kill mark as the chart and tables show it: where, at what usage, who died."""
+    kill: dict[str, Any] = {"x": mark["x"], "counter": _number(mark.get("count"))}
+    if (usage := _bytes(mark.get("usage"))) is not None:
+        kill["usage"] = usage
+        kill["usage_from"] = str(mark.get("source") or "the kernel")
+    if (limit := _bytes(mark.get("limit"))) is not None:
+        kill["limit"] = limit
+    if type(mark.get("victim_pid")) is int:
+        kill["victim_pid"] = mark["victim_pid"]
+    if isinstance(mark.get("victim_command"), str):
+        kill["victim_command"] = mark["victim_command"][:64]
+    stat = mark.get("stat")
+    if isinstance(stat, Mapping):
+        kill["stat"] = {
+            str(k)[:32]: v for k, v in list(stat.items())[:16] if _finite(v) is not None
+        }
+    return kill
+
+
 def _mark_targets(mark: Mapping[str, Any]) -> set[str]:
     """The names an OOM-kill mark may go by: its target's label, or its cgroup's directory."""
     target = mark.get("target")
@@ -90,6 +137,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
     targets: dict[str, dict[str, Any]] = {}
     stress: list[Point] = []
     rps: list[Point] = []
+    class_rps: dict[str, list[Point]] = {}
     ratio: list[Point] = []
     replicas: dict[str, list[Point]] = {}
     go: dict[str, list[Point]] = {}
@@ -100,14 +148,18 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
     samples = 0
 
     for record in timeline:
-        t = _number(record.get("t"))
+        t = _finite(record.get("t"))
         if t is None:
             continue
         x = round(t - zero, 3)
+        if abs(x) > MAX_SPAN:  # NB: not a time of this run: a chart axis cannot hold it
+            continue
         kind = record.get("kind")
         if kind == "mark":
             # NB: an OOM watcher's mark carries the kernel event's own time in ``at``.
-            seen_at = _number(record.get("at")) if record.get("event") == "oom-kill" else None
+            seen_at = _finite(record.get("at")) if record.get("event") == "oom-kill" else None
+            if seen_at is not None and abs(seen_at - zero) > MAX_SPAN:
+                seen_at = None
             marks.append({**record, "x": round(seen_at - zero, 3) if seen_at is not None else x})
             continue
         if kind == "stats":
@@ -120,18 +172,24 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             if type(row) is not dict:
                 continue
             entry = targets.setdefault(
-                str(row.get("name", "?")), {"usage": [], "limit": [], "oom_counts": [], "errors": 0}
+                str(row.get("name", "?")),
+                {"usage": [], "limit": [], "oom_counts": [], "errors": 0, "peak": None},
             )
             if "error" in row:
                 entry["errors"] += 1
-            if (usage := _number(row.get("usage"))) is not None:
+            if (usage := _bytes(row.get("usage"))) is not None:
                 entry["usage"].append([x, usage])
-            if (limit := _number(row.get("limit"))) is not None:
+            if (limit := _bytes(row.get("limit"))) is not None:
                 entry["limit"].append([x, limit])
-            if (killed := _number(row.get("oom_kills"))) is not None:
+            if (killed := _finite(row.get("oom_kills"))) is not None:
                 entry["oom_counts"].append([x, killed])
+            if (peak := _bytes(row.get("peak"))) is not None and (
+                entry["peak"] is None or peak > entry["peak"]
+            ):
+                entry["peak"] = peak
+                entry["peak_from"] = str(row.get("peak_from") or "the kernel")
         held = record.get("stress")
-        if type(held) is dict and (value := _number(held.get("bytes"))) is not None:
+        if type(held) is dict and (value := _bytes(held.get("bytes"))) is not None:
             stress.append([x, value])
         traffic = record.get("traffic")
         if type(traffic) is dict and (seconds := _number(traffic.get("seconds"))):
@@ -139,6 +197,12 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             rps.append([x, completed / seconds])
             status = as_dict(traffic.get("status"))
             answered = sum(int(n) for n in status.values())
+            per_class = _classes({str(k): int(n) for k, n in status.items()})
+            failed = sum(int(n) for n in as_dict(traffic.get("errors")).values())
+            if failed:
+                per_class["no answer"] = failed
+            for name in set(class_rps) | set(per_class):
+                class_rps.setdefault(name, []).append([x, per_class.get(name, 0) / seconds])
             if answered:
                 ratio.append([x, int(status.get("503", 0)) / answered])
             totals["sent"] += int(_number(traffic.get("sent")) or 0)
@@ -168,16 +232,21 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             if i and point[1] > counts[i - 1][1]
         ]
         exact = [
-            {"x": m["x"], "counter": _number(m.get("count"))}
+            _kill(m)
             for m in oom_marks
             if len(targets) == 1 or name in _mark_targets(m) or not _mark_targets(m)
         ]
         kills = exact or derived
         for kill in kills:
-            # NB: drawn at the usage just before the kill: the sample after it shows the drop.
-            earlier = [p for p in entry["usage"] if p[0] < kill["x"]]
-            kill["usage"] = earlier[-1][1] if earlier else None
+            if kill.get("usage") is None:
+                # NB: without the kernel's report, the usage just before the kill: the sample
+                # after it shows the drop.
+                earlier = [p for p in entry["usage"] if p[0] < kill["x"]]
+                kill["usage"] = earlier[-1][1] if earlier else None
+                kill["usage_from"] = "the last sample before the kill"
         limits = [p[1] for p in entry["limit"]]
+        sampled_peak = max((p[1] for p in entry["usage"]), default=None)
+        kernel_peak = entry["peak"]
         target_rows.append(
             {
                 "name": name,
@@ -187,7 +256,12 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
                 "oom_kill_total": max(
                     int(counts[-1][1] - counts[0][1]) if counts else 0, len(exact)
                 ),
-                "peak_usage": max((p[1] for p in entry["usage"]), default=None),
+                "peak_usage": kernel_peak if kernel_peak is not None else sampled_peak,
+                "peak_from": entry.get("peak_from")
+                if kernel_peak is not None
+                else ("samples" if sampled_peak is not None else None),
+                "peak_sampled": kernel_peak is None,
+                "limit_before": entry["limit"][0][1] if entry["limit"] else None,
                 "limit_min": min(limits, default=None),
                 "limit_max": max(limits, default=None),
                 "unreadable_samples": entry["errors"],
@@ -200,6 +274,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             **totals,
             "peak_rps": max(p[1] for p in rps),
             "mean_rps": sum(p[1] for p in rps) / len(rps),
+            "classes": _classes(totals["status"]),
             "ratio_503": totals["status"].get("503", 0) / answered_total
             if answered_total
             else None,
@@ -212,6 +287,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
         "stress": stress,
         "stress_peak": max((p[1] for p in stress), default=None),
         "rps": rps,
+        "class_rps": dict(sorted(class_rps.items())),
         "ratio_503": ratio,
         "traffic": traffic_summary,
         "replicas": replicas,
@@ -234,6 +310,7 @@ def thin(series: dict[str, Any], max_points: int = MAX_POINTS) -> dict[str, Any]
         ],
         "stress": minmax(series["stress"], max_points),
         "rps": minmax(series["rps"], max_points),
+        "class_rps": {k: minmax(v, max_points) for k, v in series["class_rps"].items()},
         "ratio_503": minmax(series["ratio_503"], max_points),
         "replicas": {k: steps(v) for k, v in series["replicas"].items()},
         "go": {k: minmax(v, max_points) for k, v in series["go"].items()},

@@ -5,7 +5,8 @@ on every tick; ``None`` means "nothing to say this tick" and leaves the key out 
 Sources never raise into the recorder for the ordinary troubles of a live system (a target not
 started yet, a replay that has not written its first second): they say so in the value instead.
 
-Built in: ``targets`` (memory limit, usage and OOM kills of each target), ``stress`` (bytes the
+Built in: ``targets`` (memory limit, usage, the kernel's peak usage and OOM kills of each
+target), ``stress`` (bytes the
 stressors hold, from ``STATE/stress/*.json``) and ``traffic`` (replay req/s and status mix, from
 ``STATE/replays/<latest>/seconds.jsonl``). Later concerns add theirs with
 :func:`register_source` — e.g. ``go`` (Go MemStats) or ``replicas`` (autoscaling); the report
@@ -120,12 +121,29 @@ class TargetsSource:
         self.configuration = setup.configuration
         self.resolve: Resolver = setup.resolve or resolve_target
         self.resolved: dict[int, MemoryTarget] = {}
+        self.peak_reset: dict[int, bool] = {}
         self.reported: set[str] = set()
 
     def _target(self, index: int) -> MemoryTarget:
         if index not in self.resolved:
-            self.resolved[index] = self.resolve(self.specs[index], self.configuration)
+            target = self.resolve(self.specs[index], self.configuration)
+            if index not in self.peak_reset:
+                # NB: once per run: the kernel's peak must describe this run, not the cgroup's past
+                reset = getattr(target, "reset_peak", None)
+                self.peak_reset[index] = bool(reset()) if callable(reset) else False
+            self.resolved[index] = target
         return self.resolved[index]
+
+    def _peak(self, index: int, target: MemoryTarget) -> dict[str, Any]:
+        read = getattr(target, "peak_usage", None)
+        found = read() if callable(read) else None
+        if found is None:
+            return {}
+        value, name = found
+        return {
+            "peak": value,
+            "peak_from": name + (" (reset at run start)" if self.peak_reset.get(index) else ""),
+        }
 
     def sample(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -136,6 +154,7 @@ class TargetsSource:
                 row["limit"] = target.memory_limit()
                 row["usage"] = target.memory_usage()
                 row["oom_kills"] = target.oom_kill_count()
+                row.update(self._peak(index, target))
             except Exception as exc:
                 self.resolved.pop(index, None)
                 row["error"] = f"{type(exc).__name__}: {exc}"
