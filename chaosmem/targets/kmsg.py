@@ -5,7 +5,9 @@ its memory freed, so ``memory.usage_in_bytes`` and ``memory.stat`` describe the 
 kernel prints its OOM report *at* the kill: the usage and limit of the cgroup that hit its limit,
 that cgroup's ``memory.stat``, the victim's pid, command and rss, each record stamped with the
 kernel's monotonic clock (microseconds). The reports of two OOMs never interleave (the kernel
-holds ``oom_lock`` while it prints one).
+holds ``oom_lock`` while it prints one). The kernel rate-limits the header of its reports (the
+usage, ``memory.stat`` and the cgroup's name; about 10 per 5 s), never the victim's line: in a
+burst of kills some reports name only the victim.
 
 Reading ``/dev/kmsg`` needs root (or CAP_SYSLOG) on most systems; where it cannot be read,
 :class:`KmsgReader` raises ``OSError`` and callers fall back to what they can sample.
@@ -84,7 +86,9 @@ class OomReport:
             fields["victim_anon_rss"] = self.anon_rss
         if self.stat:
             fields["stat"] = breakdown(self.stat)
-        fields["source"] = "kernel log"
+        fields["source"] = (
+            "kernel log" if self.usage is not None else "kernel log (rate-limited: victim only)"
+        )
         return fields
 
 

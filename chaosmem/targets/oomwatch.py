@@ -83,6 +83,8 @@ class OomWatcher:
         self._thread: threading.Thread | None = None
         self._closers: list[Callable[[], None]] = []
         self._kernel_path = kernel_path(group)
+        self._pids: set[int] = set()
+        self._earlier_pids: set[int] = set()
         self._reports: list[OomReport] = []
         self._kmsg: KmsgReader | None = None
         try:
@@ -166,6 +168,7 @@ class OomWatcher:
 
     def _check(self, *, settle: float) -> bool:
         """Record kills the counter shows; returns False once the cgroup is gone."""
+        self._remember_pids()
         deadline = time.monotonic() + settle
         while True:
             try:
@@ -199,16 +202,31 @@ class OomWatcher:
         """The kernel's reports of this cgroup's ``wanted`` newest kills (fewer if its log is
         unreadable or they do not come within a moment: the counter moves just before the
         kernel prints the victim)."""
-        if self._kmsg is None or self._kernel_path is None:
+        if self._kmsg is None:
             return []
         deadline = time.monotonic() + _REPORT_WAIT
         while True:
-            self._reports += [r for r in self._kmsg.read() if r.in_cgroup(self._kernel_path)]
+            self._reports += [r for r in self._kmsg.read() if self._ours(r)]
             if len(self._reports) >= wanted or time.monotonic() >= deadline:
                 break
             time.sleep(0.005)
         taken, self._reports = self._reports[:wanted], self._reports[wanted:]
         return taken
+
+    def _remember_pids(self) -> None:
+        """The group's processes now: on v1 the wake-up comes while the group is under OOM,
+        before the victim dies, so its pid is among them."""
+        with contextlib.suppress(ChaosmemError, OSError, ValueError):
+            current = set(self.group.pids())
+            self._pids, self._earlier_pids = current, self._pids
+
+    def _ours(self, report: OomReport) -> bool:
+        """Whether the kill is in this group; the kernel rate-limits the part of its report
+        that names the cgroup (about 10 per 5 s), so a report without it is ours when its
+        victim was one of the group's processes."""
+        if report.memcg is not None or report.task_memcg is not None:
+            return self._kernel_path is not None and report.in_cgroup(self._kernel_path)
+        return report.pid in self._pids or report.pid in self._earlier_pids
 
     def _sampled(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"source": "sampled after the kill"}
