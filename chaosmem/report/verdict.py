@@ -199,6 +199,21 @@ def judge(journal: dict[str, Any]) -> Verdict:
     reasons: dict[Status, list[str]] = {s: [] for s in SEVERITY}
     checks = _checks(states)
     experiment = as_dict(journal.get("experiment"))
+    if journal.get("chaosmem_crash_report") is True:
+        return Verdict(
+            "interrupted",
+            [
+                "the run was interrupted before Chaos Toolkit wrote a journal: this report is "
+                "rebuilt from the run's timeline and the ledger; no steady-state check is known"
+            ],
+            [
+                f"the control could not restore {short(i.get('target') or i.get('kind'))}: "
+                f"{short(i['error'], 300)}"
+                for i in chaosmem_extension(journal)["restored"]
+                if isinstance(i, dict) and i.get("error")
+            ],
+            checks,
+        )
     forged = _not_chaos_written(journal)
     if forged:
         reasons["failed"].append(
