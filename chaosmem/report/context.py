@@ -235,7 +235,14 @@ def experiment_context(
     extension = chaosmem_extension(clean)
     timeline = extension["timeline"]
     start, end = _time(clean.get("start")), _time(clean.get("end"))
-    first = next((float(r["t"]) for r in timeline if isinstance(r.get("t"), int | float)), None)
+    first = next(
+        (
+            float(r["t"])
+            for r in timeline
+            if type(r.get("t")) in (int, float) and 0 < r["t"] < 1e11  # NB: a unix time
+        ),
+        None,
+    )
     known = [x for x in (start, first) if x is not None]
     zero = min(known) if known else 0.0
     verdict = judge(clean)
