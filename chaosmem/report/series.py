@@ -86,6 +86,15 @@ def _finite(value: Any) -> float | None:
 _HUGE = 1 << 1000
 
 
+def _step_append(points: list[Point], x: float, y: float) -> None:
+    """Append to a step series keeping only the first and last point of each run of one value
+    (what :func:`steps` keeps): a ten-hour limit line is a handful of points, not 36,000."""
+    if len(points) >= 2 and points[-1][1] == y and points[-2][1] == y:
+        points[-1] = [x, y]
+    else:
+        points.append([x, y])
+
+
 def _count(value: Any) -> int:
     """A count from a journal: a non-negative whole number below 2**53, else 0."""
     kind = type(value)
@@ -195,9 +204,9 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             if (usage := _bytes(row.get("usage"))) is not None:
                 entry["usage"].append([x, usage])
             if (limit := _bytes(row.get("limit"))) is not None:
-                entry["limit"].append([x, limit])
+                _step_append(entry["limit"], x, limit)
             if (killed := _finite(row.get("oom_kills"))) is not None:
-                entry["oom_counts"].append([x, killed])
+                _step_append(entry["oom_counts"], x, killed)
             if (peak := _bytes(row.get("peak"))) is not None and (
                 entry["peak"] is None or peak > entry["peak"]
             ):
@@ -230,7 +239,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             if (lag := _number(traffic.get("lag_p99_ms"))) is not None:
                 lag_p99.append(lag)
         for name, value in _replicas(record.get("replicas")).items():
-            replicas.setdefault(name, []).append([x, value])
+            _step_append(replicas.setdefault(name, []), x, value)
         memstats = record.get("go")
         if type(memstats) is dict:
             for name, raw in memstats.items():
