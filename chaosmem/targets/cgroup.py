@@ -232,9 +232,10 @@ class Cgroup:
                 self._write(name, text)
             except OSError as exc:
                 if exc.errno == errno.EBUSY:
+                    wanted = "no limit" if text == "-1" else format_size(int(text))
                     raise LimitBusy(
-                        f"{self.path}: cgroup v1 could not reclaim memory down to {text} bytes "
-                        f"(usage is {self.memory_usage()}); the limit is unchanged"
+                        f"{self.path}: cgroup v1 could not reclaim memory down to {wanted} "
+                        f"(usage is {format_size(self.memory_usage())}); the limit is unchanged"
                     ) from None
                 raise ChaosmemError(
                     f"{self.path}: writing {text} to {name} failed: {exc.strerror}"
