@@ -223,7 +223,9 @@ def _text_scrubber(scrub: _Scrubber) -> Callable[[str], str]:
 def _time_of(record: Any) -> float:
     """A record's time for sorting; records without a usable one (``t: null``) sort first."""
     t = record.get("t") if isinstance(record, dict) else None
-    return float(t) if type(t) in (int, float) and -1e18 < t < 1e18 else 0.0
+    if isinstance(t, int | float) and not isinstance(t, bool) and -1e18 < t < 1e18:
+        return float(t)
+    return 0.0
 
 
 def _scrub_extension(scrub: _Scrubber, extension: Any) -> Any:
