@@ -145,3 +145,30 @@ def test_one_colour_per_meaning_whatever_the_order() -> None:
 def test_absurd_numbers_do_not_break_the_chart(value: float) -> None:
     series = _series(limit=value, usage=10 * MIB, kill_usage=value)
     assert memory_chart(series, time_span(series)) is not None
+
+
+def test_v2_peak_is_memory_peak_where_the_kernel_has_it_else_sampled(
+    v2_root: Path, tmp_path: Path
+) -> None:
+    """A v2 tree (this host's memory controller is v1): memory.peak is read, never reset; a
+    kernel without memory.peak (before 5.19) gives a peak marked as sampled."""
+    from tests.conftest import make_v2_group
+
+    with_peak = make_v2_group(v2_root / "new", current=5 << 20)
+    (with_peak / "memory.peak").write_text(f"{48 << 20}\n")
+    without = make_v2_group(v2_root / "old", current=7 << 20)
+    recorder = Recorder(
+        directory=tmp_path / "run",
+        interval=5.0,
+        targets=[
+            {"type": "cgroup", "path": str(with_peak)},
+            {"type": "cgroup", "path": str(without)},
+        ],
+        configuration={"chaosmem_state_dir": str(tmp_path / "state")},
+    )
+    recorder.start()
+    records = recorder.stop()
+    assert (with_peak / "memory.peak").read_text() == f"{48 << 20}\n"  # not reset on v2
+    rows = {r["name"]: r for r in build_series(records, records[0]["t"])["targets"]}
+    assert rows["new"]["peak_usage"] == 48 << 20 and rows["new"]["peak_from"] == "memory.peak"
+    assert rows["old"]["peak_sampled"] is True and rows["old"]["peak_usage"] == 7 << 20
