@@ -96,7 +96,7 @@ def main() -> None:
                     print(f"kill {i}: not recorded within 2 s", file=sys.stderr)
                     continue
                 event, seen = recorded[i]
-                if not str(event.details.get("source", "")).startswith("kernel log"):
+                if not str(event.detail.get("source", "")).startswith("kernel log"):
                     print(f"kill {i}: no kernel report for it, left out", file=sys.stderr)
                     continue
                 killed = event.monotonic - offset  # the kernel's event, on the monotonic clock

@@ -41,7 +41,7 @@ def test_an_oom_event_carries_what_the_kernel_knew_at_the_kill(cgroup: Cgroup) -
             time.sleep(0.05)
     assert victim.returncode == -9
     [event] = watcher.events
-    details = event.details
+    details = event.detail
     assert details["source"] == "kernel log"
     assert details["victim_pid"] == victim.pid
     assert details["victim_command"].startswith("python")

@@ -21,7 +21,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -42,13 +42,18 @@ _REPORT_WAIT = 0.5  # how long a seen kill waits for the kernel's report in its 
 @dataclass(frozen=True)
 class OomEvent:
     """One kill: its time (the kernel's, when its log could be read; else when it was seen), in
-    wall-clock and monotonic seconds, the counter after it, and ``details`` (see the module)."""
+    wall-clock and monotonic seconds, the counter after it, the target spec it belongs to (as the
+    experiment named it: reports label kills with it, whatever the backend; ``cgroup`` is the
+    local path, empty for other backends), and ``detail`` (for a cgroup: see the module)."""
 
     at: float
     monotonic: float
     count: int
     cgroup: str
-    details: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] = field(default_factory=dict)
+    #: Backend detail, e.g. ``{"pod": "shop/orders-a", "container": "orders"}`` for a pod; for a
+    #: cgroup what the kernel reported at the kill (see the module).
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 def kernel_path(group: Cgroup) -> str | None:
@@ -73,8 +78,10 @@ class OomWatcher:
         *,
         on_kill: Callable[[OomEvent], None] | None = None,
         fallback_interval: float = 1.0,
+        spec: Mapping[str, Any] | None = None,
     ) -> None:
         self.group = group
+        self.spec = dict(spec) if spec is not None else group.spec
         self.on_kill = on_kill
         self.fallback_interval = fallback_interval
         self.events: list[OomEvent] = []
@@ -183,15 +190,16 @@ class OomWatcher:
         reports = self._kernel_reports(len(new)) if new else []
         sampled = self._sampled() if len(reports) < len(new) else {}
         for index, value in enumerate(new):
+            cgroup, spec = str(self.group.path), dict(self.spec)
             if index < len(reports):
                 report = reports[index]
                 # NB: the kernel stamps its log with CLOCK_MONOTONIC, as time.monotonic() reads.
                 at_mono = report.monotonic
                 event = OomEvent(
-                    now - (mono - at_mono), at_mono, value, str(self.group.path), report.as_fields()
+                    now - (mono - at_mono), at_mono, value, cgroup, spec, report.as_fields()
                 )
             else:
-                event = OomEvent(now, mono, value, str(self.group.path), dict(sampled))
+                event = OomEvent(now, mono, value, cgroup, spec, dict(sampled))
             self.events.append(event)
             if self.on_kill is not None:
                 self.on_kill(event)
