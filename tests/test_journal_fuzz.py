@@ -234,3 +234,38 @@ def test_deep_nesting_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
         load_journal(path)
     assert main(["gate", str(path)]) == 2
     assert "nest" in capsys.readouterr().err
+
+
+def test_a_long_timeline_is_read_record_by_record(tmp_path: Path) -> None:
+    """The timeline stays text until read: loading costs about the file's size, not the ~8x of
+    decoding every record into Python objects at once."""
+    import tracemalloc
+
+    from chaosmem.report.journal import Timeline
+
+    journal = base()
+    sample = journal["extensions"][0]["timeline"][0]
+    journal["extensions"][0]["timeline"] = [{**sample, "t": T0 + i} for i in range(15_000)]
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(journal))
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        loaded = load_journal(path)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    timeline = loaded["extensions"][0]["timeline"]
+    assert isinstance(timeline, Timeline) and len(timeline) == 15_000
+    assert peak < 3 * size, (peak, size)
+    tracemalloc.start()
+    try:
+        json.loads(path.read_text())
+        _current, whole = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert whole > 2 * peak  # what decoding it all at once would have cost
+    report = build_report([path])
+    [target] = report["experiments"][0]["timeline"]["targets"]
+    assert report["experiments"][0]["timeline"]["samples"] == 15_000
+    assert target["peak_usage"] == 20 << 20
