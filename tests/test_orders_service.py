@@ -77,9 +77,14 @@ def test_metrics_count_requests_by_code_and_export_go_runtime(orders: OrdersServ
     assert found[key] == 3
     key422 = ("http_requests_total", (("code", "422"), ("method", "POST"), ("path", "/orders")))
     assert found[key422] == 1
-    for name in ("go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
-                 "go_memstats_heap_released_bytes", "go_memstats_sys_bytes",
-                 "go_memstats_next_gc_bytes", "go_goroutines"):
+    for name in (
+        "go_memstats_heap_inuse_bytes",
+        "go_memstats_heap_idle_bytes",
+        "go_memstats_heap_released_bytes",
+        "go_memstats_sys_bytes",
+        "go_memstats_next_gc_bytes",
+        "go_goroutines",
+    ):
         assert found[(name, ())] > 0, name
     assert found[("go_gc_gomemlimit_bytes", ())] == 300 * 2**20
     assert found[("go_gc_gogc_percent", ())] == 50
@@ -118,7 +123,9 @@ def test_leak_mode_grows_the_heap_and_drop_frees_it(orders: OrdersService) -> No
 
 
 def test_leak_env_turns_it_on_from_the_start(tmp_path: Path) -> None:
-    with OrdersService(tmp_path / "o.log", env={"ORDERS_LEAK": "1", "ORDERS_LEAK_SIZE": "16Ki"}) as svc:
+    with OrdersService(
+        tmp_path / "o.log", env={"ORDERS_LEAK": "1", "ORDERS_LEAK_SIZE": "16Ki"}
+    ) as svc:
         http("GET", f"{svc.url}/orders")
         assert get_json(f"{svc.url}/debug/vars")["orders"]["leak_bytes"] == 16 * 1024
 

@@ -118,9 +118,11 @@ def test_unreachable_is_its_own_error() -> None:
 
 
 def test_not_a_prometheus_is_reported_as_such() -> None:
-    with serve(lambda: "hello") as addr:
-        with pytest.raises(PrometheusUnreachable, match="not the Prometheus API"):
-            query_value("up", configuration={"prometheus_base_url": f"http://{addr}"})
+    with (
+        serve(lambda: "hello") as addr,
+        pytest.raises(PrometheusUnreachable, match="not the Prometheus API"),
+    ):
+        query_value("up", configuration={"prometheus_base_url": f"http://{addr}"})
 
 
 def test_oom_killed_count_joins_restarts_with_the_last_reason(prom: dict[str, Any]) -> None:

@@ -99,9 +99,7 @@ def test_status_ratio_of_the_demo_service_under_known_traffic(tmp_path: Path) ->
         config = {"prometheus_base_url": prom.url}
         sel = f'job="orders",instance="127.0.0.1:{svc.port}",path="/orders"'
         wait_for(
-            lambda: (
-                query_value(f'count_over_time(up{{job="orders"}}[1m])', configuration=config) >= 2
-            ),
+            lambda: query_value('count_over_time(up{job="orders"}[1m])', configuration=config) >= 2,
             what="two scrapes",
         )
         # NB: rate() cannot see a counter's first value (it does not know it began at 0), so
