@@ -5,6 +5,8 @@ the control in its own memory cgroup with gctrace on, leaked towards its limit (
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +149,16 @@ def test_go_memory_gctrace_evidence_and_prometheus_on_the_timeline(
         (proc / "status").read_text()
     )
     assert code in (0, 1)
+    # the report draws Go's view and the working set on the memory chart
+    html = tmp_path / "report.html"
+    chaosmem = Path(sys.executable).with_name("chaosmem")
+    subprocess.run([str(chaosmem), "report", str(journal_path), "-o", str(html)], check=True)
+    page = html.read_text()
+    memory_svg = page[page.index("Memory: usage against the limit") :]
+    memory_svg = memory_svg[: memory_svg.index("</svg>")]
+    for line in ("Go HeapInuse", "Go HeapIdle", "Go HeapReleased", "Go NextGC", "Go Sys"):
+        assert line in memory_svg, line
+    assert "orders working set" in memory_svg
 
 
 def test_bad_control_arguments_interrupt_the_run(tmp_path: Path, state: dict[str, Any]) -> None:
