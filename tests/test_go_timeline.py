@@ -146,8 +146,8 @@ def test_go_memory_gctrace_evidence_and_prometheus_on_the_timeline(
     started = next(r for r in ext["timeline"] if r.get("event") == "service-start")
     proc = Path(f"/proc/{started['pid']}")
     assert not proc.exists() or str(ORDERS_BIN).encode() not in (proc / "cmdline").read_bytes(), (
-        (proc / "status").read_text()
-    )
+        proc / "status"
+    ).read_text()
     assert code in (0, 1)
     # the report draws Go's view and the working set on the memory chart
     html = tmp_path / "report.html"
