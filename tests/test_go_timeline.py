@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from chaosmem.prometheus.probes import query_value
 from demo.prometheus import start as start_prometheus
 from tests.chaos_run import chaos_run
 from tests.conftest import free_port
 from tests.orders_support import ORDERS_BIN, build_orders
+from tests.prom_support import wait_for
 
 MiB = 1 << 20
 
@@ -67,7 +69,7 @@ def _experiment(port: int, prom_url: str) -> dict[str, Any]:
                     "func": "leak_until",
                     "arguments": {"url": base, "fraction": 0.92},
                 },
-                "pauses": {"after": 3},
+                "pauses": {"after": 4},
             },
             {
                 "type": "probe",
@@ -103,6 +105,9 @@ def test_go_memory_gctrace_evidence_and_prometheus_on_the_timeline(
 ) -> None:
     port = free_port()
     with start_prometheus({"orders": [f"127.0.0.1:{port}"]}, tmp_path / "prom") as prom:
+        # scraping (the target still down) before the run starts: the leak lasts about a second
+        config = {"prometheus_base_url": prom.url}
+        wait_for(lambda: query_value('count(up{job="orders"})', configuration=config) == 1)
         code, journal_path = chaos_run(tmp_path, "go-timeline", _experiment(port, prom.url))
     journal = json.loads(journal_path.read_text())
     ext = next(e for e in journal["extensions"] if e["name"] == "chaosmem")
@@ -159,6 +164,8 @@ def test_go_memory_gctrace_evidence_and_prometheus_on_the_timeline(
     for line in ("Go HeapInuse", "Go HeapIdle", "Go HeapReleased", "Go NextGC", "Go Sys"):
         assert line in memory_svg, line
     assert "orders working set" in memory_svg
+    evidence_table = page[page.index("Evidence before the kill") :]
+    assert "working-set-90pct" in evidence_table and "sessionCache" in evidence_table
 
 
 def test_bad_control_arguments_interrupt_the_run(tmp_path: Path, state: dict[str, Any]) -> None:

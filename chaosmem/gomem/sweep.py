@@ -4,8 +4,8 @@
 runs ``chaos run --var gogc=… --var gomemlimit=…`` once per combination, in order, each a fresh
 run (the chaosmem control starts and stops the service and restores everything per run), and
 writes ``summary.json``, ``summary.md`` and ``summary.html`` with, per setting: the run's status,
-peak cgroup usage and working set, OOM kills, the 503 ratio of the replayed traffic, and Go's
-peak HeapInuse — the source article's tuning advice, measured on the same traffic.
+peak cgroup usage and working set, OOM kills, the 503 ratio of the replayed traffic and the
+requests that got no answer, and Go's peak HeapInuse — the source article's tuning advice, measured on the same traffic.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class SweepRow:
     oom_kills: int | None = None
     ratio_503: float | None = None
     requests: int | None = None
+    no_answer: int | None = None
     peak_heap_inuse: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,13 +94,33 @@ def summarise_journal(path: Path) -> dict[str, Any]:
         out["oom_kills"] = row["oom_kill_total"]
         working = row.get("working_set") or []
         out["peak_working_set"] = max((p[1] for p in working), default=None)
-    traffic = series.get("traffic")
+    # NB: the replay's own summary (a replay_traffic or replay_summary output) is the account of
+    # record; the timeline's per-second sums are the fallback.
+    traffic = _replay_output(journal) or series.get("traffic")
     if traffic:
-        out["ratio_503"] = traffic["ratio_503"]
-        out["requests"] = traffic["sent"]
+        status = {str(k): int(v) for k, v in traffic["status"].items()}
+        answered = sum(status.values())
+        out["ratio_503"] = status.get("503", 0) / answered if answered else None
+        out["requests"] = int(traffic["sent"])
+        # refused, reset or timed out: what an OOM-killed service leaves its clients with
+        out["no_answer"] = int(traffic["sent"]) - answered
     heap = series["go"].get("HeapInuse") or []
     out["peak_heap_inuse"] = max((p[1] for p in heap), default=None)
     return out
+
+
+def _replay_output(journal: dict[str, Any]) -> dict[str, Any] | None:
+    """The last activity output shaped like a replay summary (``sent``, ``status``)."""
+    found = None
+    for item in journal.get("run") or []:
+        output = item.get("output") if isinstance(item, dict) else None
+        if (
+            isinstance(output, dict)
+            and isinstance(output.get("sent"), int)
+            and isinstance(output.get("status"), dict)
+        ):
+            found = output
+    return found
 
 
 def _slug(settings: dict[str, str]) -> str:
@@ -173,6 +194,7 @@ COLUMNS = (
     "OOM kills",
     "503 ratio",
     "requests",
+    "no answer",
     "peak Go HeapInuse",
 )
 
@@ -186,6 +208,7 @@ def _cells(r: SweepRow) -> list[str]:
         "n/a" if r.oom_kills is None else str(r.oom_kills),
         _pct(r.ratio_503),
         "n/a" if r.requests is None else str(r.requests),
+        "n/a" if r.no_answer is None else str(r.no_answer),
         _size(r.peak_heap_inuse),
     ]
 
