@@ -40,6 +40,7 @@ from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.gomem.source import parse_go_argument
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
+from chaosmem.prometheus.client import settings_from
 from chaosmem.prometheus.source import parse_queries
 from chaosmem.rollback import rollback
 from chaosmem.state import state_dir
@@ -172,7 +173,8 @@ def before_experiment_control(
     global _current
     try:
         go_arg = arguments.get("go")
-        parse_queries(arguments.get("prometheus_queries"))
+        if parse_queries(arguments.get("prometheus_queries")):
+            settings_from(configuration, secrets)  # the server the queries need, checked now
     except ChaosmemError as exc:
         raise InterruptExecution(f"chaosmem control: {exc}") from None
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]

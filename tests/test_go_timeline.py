@@ -168,7 +168,19 @@ def test_go_memory_gctrace_evidence_and_prometheus_on_the_timeline(
     assert "working-set-90pct" in evidence_table and "sessionCache" in evidence_table
 
 
-def test_bad_control_arguments_interrupt_the_run(tmp_path: Path, state: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"go": {"url": "http://10.0.0.1:1/debug/vars"}},
+        {"go": {"url": "http://127.0.0.1:1/debug/vars", "evidence_at": 2}},
+        {"go": {"url": "http://127.0.0.1:1/debug/vars", "colour": "red"}},
+        {"prometheus_queries": {"../x": "up"}},
+        {"prometheus_queries": {"ok": "up"}},  # no prometheus_base_url in the configuration
+    ],
+)
+def test_bad_control_arguments_interrupt_the_run(
+    tmp_path: Path, state: dict[str, Any], arguments: dict[str, Any]
+) -> None:
     experiment = {
         "title": "bad go argument",
         "description": "x",
@@ -178,7 +190,7 @@ def test_bad_control_arguments_interrupt_the_run(tmp_path: Path, state: dict[str
                 "provider": {
                     "type": "python",
                     "module": "chaosmem.control",
-                    "arguments": {"go": {"url": "http://10.0.0.1:1/debug/vars"}},
+                    "arguments": arguments,
                 },
             }
         ],
