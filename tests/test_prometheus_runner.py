@@ -173,4 +173,5 @@ def test_server_side_503_ratio_agrees_with_the_replay(
         )
         client = codes["503"] / sent
         server = status_ratio("503", selector=sel, window="1m", configuration=config)
+        print(f"503 ratio: Prometheus {server:.4f}, replay {client:.4f}, statuses {codes}")
         assert server == pytest.approx(client, abs=0.03), (server, client, codes)
