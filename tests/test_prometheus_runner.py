@@ -175,3 +175,18 @@ def test_server_side_503_ratio_agrees_with_the_replay(
         server = status_ratio("503", selector=sel, window="1m", configuration=config)
         print(f"503 ratio: Prometheus {server:.4f}, replay {client:.4f}, statuses {codes}")
         assert server == pytest.approx(client, abs=0.03), (server, client, codes)
+
+
+def test_a_server_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    fake = tmp_path / "prometheus"
+    fake.write_text("#!/bin/sh\necho 'err: bad flag' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(PrometheusError, match="did not become ready") as exc:
+        start(["127.0.0.1:1"], tmp_path / "w", binary=str(fake), ready_timeout=5)
+    assert "bad flag" in str(exc.value)
+    assert not (tmp_path / "w" / "prometheus.pid").exists()
+
+
+def test_a_missing_binary_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(PrometheusError, match="apt-get install prometheus"):
+        start(["127.0.0.1:1"], tmp_path, binary=str(tmp_path / "nope"))
