@@ -40,6 +40,7 @@ $(ORDERS): $(ORDERS_SRC)
 	  || $(MAKE) --no-print-directory deps DEB_PACKAGES="$(GO_PACKAGES)"
 	mkdir -p demo/bin
 	cd demo/orders && GO111MODULE=off GOPATH=/usr/share/gocode CGO_ENABLED=0 \
+	  GOCACHE=$${GOCACHE:-$${HOME:-/tmp}/.cache/go-build} \
 	  go build -o ../bin/orders.tmp . && mv ../bin/orders.tmp ../bin/orders
 
 # The main job: a real experiment against the local backend (a real cgroup, a real OOM kill).
@@ -64,4 +65,4 @@ bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml
+	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml demo/bin
