@@ -242,3 +242,32 @@ def test_memory_health_validates_its_window() -> None:
         memory_health("http://127.0.0.1:9/debug/vars", interval="0s")
     with pytest.raises(ChaosmemError):
         memory_health(f"http://127.0.0.1:{free_port()}/debug/vars", window="0s")
+
+
+_size = st.floats(0, 2**40, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {name: _size for name in FIELDS},
+            optional={"NumGC": _size, "HeapObjects": _size, "Goroutines": _size,
+                      "PauseTotalNs": _size, "GCCPUFraction": st.floats(0, 1),
+                      "GOMEMLIMIT": _size},
+        ),
+        min_size=1, max_size=8,
+    ),
+    st.none() | st.fixed_dictionaries(
+        {"limit": st.none() | _size, "usage": _size, "working_set": _size, "anon": _size, "file": _size}
+    ),
+)  # fmt: skip
+def test_judge_scores_any_finite_series(
+    stats: list[dict[str, float]], cgroup: dict[str, Any] | None
+) -> None:
+    samples = [{"t": float(i), **s} for i, s in enumerate(stats)]
+    health = judge(samples, cgroup)
+    assert 0 <= health.score <= 100
+    assert health.pattern == (health.findings[0].rule if health.findings else "healthy")
+    assert health.score == max(0, 100 - sum(f.penalty for f in health.findings))
+    json.dumps(health.as_dict())
