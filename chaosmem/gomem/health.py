@@ -22,7 +22,9 @@ rule / pattern                fires when                                    fiel
                               StackInuse grows with them (article 2.4:      StackInuse
                               leaked goroutines keep their stacks)
 ``gc-pause-growth``           mean pause per GC in the second half of the   PauseTotalNs 15
-                              samples >= 2x the first half and >= 1 ms,     NumGC,
+                              samples >= 2x the first half and >= 5 ms      NumGC,
+                              (>= 3 GCs in each half: a CPU-starved host
+                              stretches single pauses to milliseconds),
                               or GCCPUFraction >= 0.25 (GC thrash, e.g.     GCCPUFraction
                               a GOMEMLIMIT death spiral)
 ``idle-heap-retained``        HeapIdle − HeapReleased >= 64 MiB and >= 50 % HeapIdle,     15
@@ -186,8 +188,10 @@ def _pause_growth(samples: Sequence[Mapping[str, float]]) -> Finding | None:
         gcs = b["NumGC"] - a["NumGC"]
         return (b["PauseTotalNs"] - a["PauseTotalNs"]) / gcs if gcs >= 1 else None
 
+    if mid["NumGC"] - usable[0]["NumGC"] < 3 or usable[-1]["NumGC"] - mid["NumGC"] < 3:
+        return None
     before, after = mean(usable[0], mid), mean(mid, usable[-1])
-    if before is None or after is None or after < 1e6 or after < 2 * before:
+    if before is None or after is None or after < 5e6 or after < 2 * before:
         return None
     return Finding(
         "gc-pause-growth",

@@ -136,7 +136,7 @@ class TargetsSource:
                 row["usage"] = target.memory_usage()
                 row["oom_kills"] = target.oom_kill_count()
                 # the working set (usage − inactive_file), as the kubelet counts it
-                breakdown = memory_breakdown(target)
+                breakdown = memory_breakdown(target, usage=row["usage"])
                 if breakdown is not None:
                     row["working_set"] = breakdown["working_set"]
             except Exception as exc:
