@@ -207,14 +207,16 @@ def test_memory_health_of_the_live_service_falls_in_leak_mode(
     cgroup.set_memory_limit(768 * MiB)
     fd, enter = _in_cgroup(cgroup)
     try:
-        svc = OrdersService(tmp_path / "o.log", env={"GOMEMLIMIT": "700MiB"}, preexec=enter)
+        svc = OrdersService(
+            tmp_path / "o.log", env={"GOMEMLIMIT": "700MiB", "GOGC": "50"}, preexec=enter
+        )
     finally:
         os.close(fd)
     target = {"type": "cgroup", "path": str(cgroup.path)}
     stop = threading.Event()
 
     def traffic() -> None:
-        # paced (<= 50 req/s): in leak mode <= 6.4Mi/s, far from the limit within the window
+        # paced (<= 50 req/s): in leak mode <= 25Mi/s, far from the limit within the window
         while not stop.wait(0.02):
             http("GET", f"{svc.url}/orders")
 
@@ -227,7 +229,7 @@ def test_memory_health_of_the_live_service_falls_in_leak_mode(
         assert not calm_rules & {"heap-leak", "goroutine-leak", "near-limit", "off-heap"}, calm
         assert calm["cgroup"]["limit"] == 768 * MiB
         assert 0 < calm["cgroup"]["working_set"] <= calm["cgroup"]["usage"]
-        http("POST", f"{svc.url}/admin/leak?on=1&size=128Ki")
+        http("POST", f"{svc.url}/admin/leak?on=1&size=512Ki")
         leaking = memory_health(f"{svc.url}/metrics", target=target, window="4s", interval="0.5s")
         assert leaking["pattern"] == "heap-leak", leaking["summary"]
         assert leaking["score"] < calm["score"]
