@@ -11,8 +11,10 @@ import pytest
 
 import chaosmem
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.stress.actions import inject_allocation_stress
+from chaosmem.ledger import Ledger
+from chaosmem.stress.actions import inject_allocation_stress, stop_allocation_stress
 from chaosmem.stress.probes import stress_outcome
+from chaosmem.stress.stopping import STRESSOR_KIND
 from chaosmem.targets.cgroup import Cgroup
 from tests.stress_support import MI, no_stressor_outlives_the_test, target_of
 
@@ -148,6 +150,46 @@ def test_workers_of_one_injection_are_one_stressor(
     [row] = outcome["stressors"]
     assert row["workers"] == 2 and row["size"] == 128 * MI, outcome
     assert outcome["verdict"] == "oom-killed"
+
+
+def test_a_respawned_stressor_counts_its_kills_and_a_running_one_has_not_been_killed(
+    cgroup: Cgroup, state: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_run(monkeypatch, "run-respawn")
+    cgroup.set_memory_limit(48 * MI)
+    result = inject_allocation_stress(
+        target_of(cgroup), size="96Mi", growth_rate="512Mi/s", hold="1s", respawn=True, wait=True,
+        configuration=state,
+    )  # fmt: skip
+    assert result["kills"] >= 1, result
+    # the engine that ran last rewrote the status file; the kills it carries still count
+    assert stress_outcome(size="96Mi", configuration=state)["verdict"] == "oom-killed"
+
+    cgroup.set_memory_limit(256 * MI)
+    running = inject_allocation_stress(
+        target_of(cgroup), size="8Mi", growth_rate="64Mi/s", configuration=state
+    )
+    try:
+        outcome = stress_outcome(size="8Mi", configuration=state)
+        assert outcome["verdict"] == "survived", outcome
+        assert outcome["stressors"][-1]["outcome"] in ("running", "no-status"), outcome
+    finally:
+        stop_allocation_stress(target_of(cgroup), configuration=state)
+
+
+def test_a_stressor_id_that_is_not_a_file_name_is_never_opened(
+    state: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    in_run(monkeypatch, "run-ids")
+    directory = Path(state["chaosmem_state_dir"])
+    outside = tmp_path / "claim.json"
+    outside.write_text(json.dumps({"run": "run-ids", "phase": "killed", "size": 4096}))
+    ledger = Ledger(directory)
+    for bad in ("../../claim", "/etc/passwd", ".hidden", ""):
+        ledger.record(kind=STRESSOR_KIND, target={"type": "cgroup"}, undo={"id": bad})
+    outcome = stress_outcome(configuration=state)
+    assert outcome["verdict"] == "survived", outcome
+    assert {row["outcome"] for row in outcome["stressors"]} == {"bad-id"}
 
 
 @pytest.mark.parametrize(
