@@ -33,6 +33,8 @@ ACTIVITY_MODULES = (
     "chaosmem.stress.probes",
     "chaosmem.traffic.actions",
     "chaosmem.traffic.probes",
+    "chaosmem.prometheus.probes",
+    "chaosmem.gomem.probes",
 )
 
 
