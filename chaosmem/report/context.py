@@ -161,6 +161,49 @@ def _finds(runs: Iterable[Mapping[str, Any]], word: str, zero: float) -> list[di
     return [row for r in runs if word in (row := _activity(r, zero))["provider"]]
 
 
+def _reaction_time(runs: Iterable[Mapping[str, Any]]) -> float | None:
+    """The longest autoscaling reaction time a probe of the run returned (seconds), if any."""
+    found: list[float] = []
+    for r in runs:
+        provider = as_dict(as_dict(r.get("activity")).get("provider"))
+        if "autoscaling" not in str(provider.get("module", "")) + str(provider.get("func", "")):
+            continue
+        output = r.get("output")
+        if isinstance(output, Mapping):
+            output = output.get("reaction_time", output.get("seconds"))
+        if isinstance(output, int | float) and not isinstance(output, bool) and output >= 0:
+            found.append(float(output))
+    return max(found, default=None)
+
+
+def _figures(series: Mapping[str, Any], runs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The headline numbers a game day's summary puts side by side."""
+    targets = series["targets"]
+    peaks = [t["peak_usage"] for t in targets if t["peak_usage"] is not None]
+    traffic = series["traffic"]
+    return {
+        "peak_memory": max(peaks, default=None),
+        "oom_kills": sum(t["oom_kill_total"] for t in targets) if targets else None,
+        "ratio_503": traffic["ratio_503"] if traffic else None,
+        "reaction_time": _reaction_time(runs),
+    }
+
+
+def _safeguard(extension: Mapping[str, Any], zero: float) -> dict[str, Any] | None:
+    """Which safeguard stopped the run, when (seconds into it) and what its probe returned."""
+    guard = extension.get("safeguard")
+    if not isinstance(guard, Mapping):
+        return None
+    raw = guard.get("at")
+    at = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+    return {
+        "name": str(guard.get("name", "?")),
+        "offset": round(at - zero, 3) if at is not None else None,
+        "at": _iso(at),
+        "output": _output(guard.get("output")),
+    }
+
+
 def experiment_context(
     journal: Mapping[str, Any],
     *,
@@ -247,6 +290,8 @@ def experiment_context(
         ],
         "restored": _restored(extension["restored"]),
         "autoscaling": _finds(runs, "autoscaling", zero) + _finds(all_probes, "autoscaling", zero),
+        "figures": _figures(series, runs + all_probes),
+        "safeguard": _safeguard(extension, zero),
         "timeline": series,
     }
 
