@@ -204,6 +204,14 @@ def _safeguard(extension: Mapping[str, Any], zero: float) -> dict[str, Any] | No
     }
 
 
+def _guard_reason(guard: Mapping[str, Any] | None) -> list[str]:
+    if not guard:
+        return []
+    when = f" at +{guard['offset']:g}s ({guard['at']})" if guard["offset"] is not None else ""
+    got = f": its probe returned {guard['output']}" if guard["output"] is not None else ""
+    return [f"safeguard '{guard['name']}' stopped the run{when}{got}"]
+
+
 def experiment_context(
     journal: Mapping[str, Any],
     *,
@@ -248,7 +256,7 @@ def experiment_context(
         "tags": [str(t) for t in experiment.get("tags") or []],
         "verdict": {
             "status": verdict.status,
-            "reasons": verdict.reasons,
+            "reasons": _guard_reason(_safeguard(extension, zero)) + verdict.reasons,
             "warnings": verdict.warnings + env_warnings,
         },
         "redaction_warnings": env_warnings,
