@@ -83,7 +83,7 @@ def write_experiments(folder: Path, cgroup: Cgroup, server_url: str) -> None:
         },
         "method": [tighten("${limit}"), stress("16Mi"), limit_probe()],
     }
-    capture = write_timed_gor(folder / "load.gor", count=300, span_s=15.0)
+    write_timed_gor(folder / "load.gor", count=300, span_s=15.0)
     guarded = {
         "title": "Half the answers are 503s: the safeguard stops it",
         "description": "a background replay against a server answering 503 half the time",
