@@ -175,7 +175,9 @@ def record(seconds: float, rate: float, out: Path, seed: int, responses: bool) -
             proc.kill()
             proc.wait()
         tmp.unlink(missing_ok=True)
-    print(f"{out}: {seq} requests over {seconds:g}s, answers by status {dict(sorted(statuses.items()))}")
+    print(
+        f"{out}: {seq} requests over {seconds:g}s, answers by status {dict(sorted(statuses.items()))}"
+    )
     return 0
 
 

@@ -60,7 +60,12 @@ def missing() -> list[str]:
 
 
 def chaos_run(experiment: str, journal: Path, state: Path, variables: dict[str, str]) -> int:
-    argv = [str(BIN / "chaos"), "--no-version-check", "--log-file", str(journal.with_suffix(".log"))]
+    argv = [
+        str(BIN / "chaos"),
+        "--no-version-check",
+        "--log-file",
+        str(journal.with_suffix(".log")),
+    ]
     argv += ["run", "--journal-path", str(journal)]
     for key, value in variables.items():
         argv += ["--var", f"{key}={value}"]
