@@ -17,6 +17,7 @@ still runs *this* workdir's prometheus, so a reused PID is never signalled.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import ipaddress
 import json
@@ -31,6 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,9 +173,20 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _ready(url: str) -> bool:
+def _bcrypt(password: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt  # deprecated, gone in Python 3.13: basic auth is a test-only feature
+        except ImportError:
+            raise PrometheusError("basic_auth needs the crypt module (Python < 3.13)") from None
+        return str(crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH)))
+
+
+def _ready(url: str, headers: Mapping[str, str]) -> bool:
+    request = urllib.request.Request(f"{url}/-/ready", headers=dict(headers))
     try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -186,12 +199,14 @@ def start(
     interval: str = "1s",
     binary: str | None = None,
     ready_timeout: float = READY_TIMEOUT,
+    basic_auth: tuple[str, str] | None = None,
 ) -> PrometheusHandle:
     """Start a Prometheus scraping ``scrape_targets`` every ``interval``; return when it is ready.
 
     ``workdir`` holds everything the server writes (``data/`` TSDB, ``prometheus.yml``,
     ``prometheus.log``, ``prometheus.pid``, ``prometheus.url``); a workdir whose server still
-    runs is refused rather than shared.
+    runs is refused rather than shared. ``basic_auth`` (user, password) protects every endpoint
+    with HTTP basic auth through Prometheus' web config (the tests of authenticated queries).
     """
     targets = _targets(scrape_targets)
     if not isinstance(interval, str) or not re.fullmatch(r"[1-9][0-9]{0,4}(ms|s|m)", interval):
@@ -210,6 +225,15 @@ def start(
         if _is_ours(old, work):
             raise PrometheusError(f"workdir {work}: a prometheus (pid {old}) already runs there")
     (work / "prometheus.yml").write_text(_config(targets, interval), encoding="utf-8")
+    extra: list[str] = []
+    auth_header: dict[str, str] = {}
+    if basic_auth is not None:
+        user, password = basic_auth
+        web = {"basic_auth_users": {user: _bcrypt(password)}}
+        (work / "web.yml").write_text(json.dumps(web) + "\n", encoding="utf-8")
+        extra.append(f"--web.config.file={work / 'web.yml'}")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        auth_header["Authorization"] = f"Basic {token}"
     for attempt in range(3):
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -225,6 +249,7 @@ def start(
                     "--web.console.templates=/dev/null",
                     "--web.console.libraries=/dev/null",
                     "--log.level=warn",
+                    *extra,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -237,7 +262,7 @@ def start(
         handle = PrometheusHandle(url=url, pid=proc.pid, workdir=work)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            if _ready(url):
+            if _ready(url, auth_header):
                 (work / "prometheus.url").write_text(url + "\n", encoding="utf-8")
                 return handle
             time.sleep(0.1)
