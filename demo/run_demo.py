@@ -39,7 +39,10 @@ sys.path.insert(0, str(ROOT))
 from demo.prometheus import PrometheusError, start  # noqa: E402
 
 BIN = Path(sys.executable).parent
-REPORTS = ROOT / "reports"
+#: Tests point these elsewhere; ``make demo`` uses the defaults.
+REPORTS = Path(os.environ.get("DEMO_REPORTS", ROOT / "reports")).absolute()
+STATE = Path(os.environ.get("DEMO_STATE", ROOT / ".state" / "demo")).absolute()
+PROMETHEUS = os.environ.get("DEMO_PROMETHEUS", "prometheus")
 ORDERS = ROOT / "demo" / "bin" / "orders"
 
 
@@ -54,7 +57,7 @@ def missing() -> list[str]:
     gaps = []
     if not ORDERS.is_file():
         gaps.append("the Go demo service (demo/bin/orders: `make orders` needs Debian's golang-go)")
-    if shutil.which("prometheus") is None:
+    if shutil.which(PROMETHEUS) is None:
         gaps.append("Prometheus (Debian package `prometheus`)")
     return gaps
 
@@ -94,7 +97,11 @@ def render(name: str, journal: Path) -> str:
     status, _, rest = first.partition(" ")
     why = rest.split("): ", 1)[-1].strip()
     why = why if len(why) <= 140 else why[:139] + "…"
-    return f"reports/{name}.html: {status.strip()}: {why}"
+    return f"{display(REPORTS / name)}.html: {status.strip()}: {why}"
+
+
+def display(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def rollback(state: Path) -> None:
@@ -111,7 +118,7 @@ def rollback(state: Path) -> None:
 
 def main() -> int:
     REPORTS.mkdir(exist_ok=True)
-    state = ROOT / ".state" / "demo"
+    state = STATE
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     gaps = missing()
     if gaps:
@@ -124,7 +131,7 @@ def main() -> int:
         finally:
             rollback(state)
         if not journal.is_file():
-            print("demo: chaos run wrote no journal; see reports/local-oom-journal.log")
+            print(f"demo: chaos run wrote no journal; see {display(journal.with_suffix('.log'))}")
             return 1
         print(render("local-oom", journal))
         return 0
@@ -142,7 +149,7 @@ def main() -> int:
         variables = {
             "orders_port": str(port),
             "gogc": os.environ.get("DEMO_GOGC", "100"),
-            "gomemlimit": os.environ.get("DEMO_GOMEMLIMIT", "off"),
+            "gomemlimit": os.environ.get("DEMO_GOMEMLIMIT", "100MiB"),
         }
         if prometheus is not None:
             variables["prometheus_base_url"] = prometheus.url
@@ -158,7 +165,7 @@ def main() -> int:
         rollback(state)
         shutil.rmtree(scratch, ignore_errors=True)
     if not journal.is_file():
-        print("demo: chaos run wrote no journal; see reports/local-gameday-journal.log")
+        print(f"demo: chaos run wrote no journal; see {display(journal.with_suffix('.log'))}")
         return 1
     print(render("local-gameday", journal))
     return 0
