@@ -4,8 +4,10 @@ safeguard, restores between runs, one summary report with every run side by side
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -141,7 +143,14 @@ def write_experiments(folder: Path, cgroup: Cgroup, server_url: str) -> None:
         "configuration": target,
         "method": [tighten("90Mi"), limit_probe()],
     }
-    for name, experiment in (("held", held), ("guarded", guarded), ("careless", careless)):
+    slow = json.loads(json.dumps(held))
+    slow["method"][-1]["pauses"] = {"after": 120}
+    for name, experiment in (
+        ("held", held),
+        ("slow", slow),
+        ("guarded", guarded),
+        ("careless", careless),
+    ):
         (folder / f"{name}.json").write_text(json.dumps(experiment, indent=2))
 
 
@@ -261,3 +270,101 @@ def test_a_safeguard_stop_ends_the_game_day_and_the_rest_is_reported_not_run(
     suites = ET.parse(folder / "gameday-junit.xml").getroot()
     skipped = suites.find("testsuite[@name='runs without a journal']/testcase/skipped")
     assert skipped is not None and "safeguard" in skipped.get("message", "")
+
+
+def _wait_for(predicate: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_mid_run_restores_reports_and_stops_the_game_day(
+    tmp_path: Path, cgroup: Cgroup
+) -> None:
+    before = cgroup.memory_limit()
+    with RecordingServer() as server:
+        write_experiments(tmp_path / "exp", cgroup, server.url)
+    plan = tmp_path / "exp" / "plan.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "name": "sigterm",
+                "experiments": [
+                    {"name": "slow", "experiment": "slow.json", "vars": {"limit": "110Mi"}},
+                    {"name": "careless", "experiment": "careless.json"},
+                ],
+            }
+        )
+    )
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [
+            CHAOSMEM,
+            "gameday",
+            str(plan),
+            "--reports",
+            str(tmp_path / "reports"),
+            "--state-dir",
+            str(state),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)},
+    )
+    try:
+        # wait until the run holds memory in the cgroup under the tightened limit
+        assert _wait_for(lambda: cgroup.pids() and cgroup.memory_limit() == 110 * 2**20, 60), (
+            "the run never tightened the limit and started its stressor"
+        )
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out + err
+    assert "game day stopped: the game day was interrupted (SIGTERM) during slow" in out
+    assert "[2/2]" not in out
+    assert cgroup.memory_limit() == before
+    assert _wait_for(lambda: cgroup.pids() == [], 10)
+    for run_state in (state / "gamedays").glob("sigterm-*/*"):
+        assert not Ledger(run_state).read().open()
+    folder = tmp_path / "reports" / "sigterm"
+    slow = json.loads((folder / "slow.journal.json").read_text())
+    assert slow["status"] == "interrupted"  # chaos run got SIGTERM and wrote its journal
+    md = (folder / "gameday.md").read_text()
+    assert "| slow limit=110Mi: " not in md  # vars, not a grid: the label is the entry name
+    assert "| slow: Tighten to a variable limit and hold memory under it | ⏹️ interrupted |" in md
+    assert "| careless | not-run |" in md
+
+
+def test_a_run_past_its_timeout_is_stopped_restored_and_reported(
+    tmp_path: Path, cgroup: Cgroup
+) -> None:
+    before = cgroup.memory_limit()
+    with RecordingServer() as server:
+        write_experiments(tmp_path / "exp", cgroup, server.url)
+    plan = tmp_path / "exp" / "plan.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "name": "timeout",
+                "on_safeguard": "continue",
+                "experiments": [
+                    {"name": "slow", "experiment": "slow.json", "timeout": "8s"},
+                    {"name": "careless", "experiment": "careless.json"},
+                ],
+            }
+        )
+    )
+    done = gameday(plan, tmp_path / "reports", tmp_path / "state")
+    assert done.returncode == 1
+    assert "slow: timed out after 8s and was stopped" in done.stdout
+    assert "[1/2] slow: INTERRUPTED" in done.stdout
+    assert "[2/2] careless: PASSED" in done.stdout  # a timeout is not a safety failure
+    assert cgroup.memory_limit() == before and cgroup.pids() == []

@@ -68,6 +68,23 @@ class _Interrupted(Exception):
     """SIGTERM or SIGINT reached the game day: the current run is told to stop and restore."""
 
 
+class _Signals:
+    """SIGTERM/SIGINT while the game day runs: recorded always, raised only to break the wait
+    for a running ``chaos run`` (anywhere else — a restore, a report — the work finishes and the
+    loop stops before the next run). Only the first signal interrupts: a second one while the
+    run restores must not cut the restore short (the child gets SIGKILL after the grace)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.waiting = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.names.append(signal.Signals(signum).name)
+        if self.waiting and len(self.names) == 1:
+            self.waiting = False
+            raise _Interrupted(self.names[0])
+
+
 def _chaos() -> str:
     return str(Path(sys.executable).with_name("chaos"))
 
@@ -96,7 +113,14 @@ def _stop_child(proc: subprocess.Popen[bytes], grace: float) -> int:
 
 
 def _execute(
-    run: Run, plan: Plan, folder: Path, state: Path, *, grace: float, say: Callable[[str], None]
+    run: Run,
+    plan: Plan,
+    folder: Path,
+    state: Path,
+    *,
+    grace: float,
+    say: Callable[[str], None],
+    signals: _Signals,
 ) -> Outcome:
     journal = folder / f"{run.slug}.journal.json"
     journal.unlink(missing_ok=True)  # a figure describes this run: never an earlier file
@@ -124,14 +148,17 @@ def _execute(
             argv, cwd=plan.workdir, env=env, stdout=quiet, stderr=quiet, start_new_session=True
         )
         try:
-            code = proc.wait(timeout=run.timeout)
+            signals.waiting = not signals.names
+            code = proc.wait(timeout=run.timeout) if signals.waiting else _stop_child(proc, grace)
         except subprocess.TimeoutExpired:
             reason = f"timed out after {run.timeout:g}s and was stopped"
             say(f"      {run.slug}: {reason}")
             code = _stop_child(proc, grace)
-        except _Interrupted:
-            _stop_child(proc, grace)
-            raise
+        except _Interrupted as exc:
+            reason = f"the game day got {exc}; the run was told to stop"
+            code = _stop_child(proc, grace)
+        finally:
+            signals.waiting = False
     outcome = Outcome(run, "failed", exit_code=code, seconds=time.monotonic() - started)
     outcome.reason = reason
     if journal.is_file():
@@ -171,25 +198,23 @@ def run_plan(
     stopped: str | None = None
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise _Interrupted(signal.Signals(signum).name)
-
+    signals = _Signals()
     for signum in previous:
-        signal.signal(signum, interrupt)
+        signal.signal(signum, signals)
     total = len(plan.runs)
     try:
         for run in plan.runs:
+            if signals.names and not stopped:
+                stopped = f"the game day was interrupted ({signals.names[0]}) before {run.label}"
             if stopped:
                 outcomes.append(Outcome(run, "not-run", reason=stopped))
                 continue
             say(f"[{run.index + 1}/{total}] {run.label}: running {run.experiment.name}")
             state = state_base / f"{plan.name}-{stamp}" / run.slug
             state.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                outcome = _execute(run, plan, folder, state, grace=grace, say=say)
-            except _Interrupted as exc:
-                outcome = Outcome(run, "interrupted", reason=f"the game day got {exc}")
-                stopped = f"the game day was interrupted ({exc}) during {run.label}"
+            outcome = _execute(run, plan, folder, state, grace=grace, say=say, signals=signals)
+            if signals.names and not stopped:
+                stopped = f"the game day was interrupted ({signals.names[0]}) during {run.label}"
             _restore(outcome, state)
             outcomes.append(outcome)
             say(_progress(outcome, total))
