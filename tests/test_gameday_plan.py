@@ -155,12 +155,16 @@ def test_plan_files_duplicate_keys_yaml_errors_and_size_are_refused(workdir: Pat
         load_plan(plan_file(workdir, bomb))
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     data=st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
         lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-        max_leaves=30,
+        max_leaves=15,
     )
 )
 def test_any_yaml_value_is_a_plan_or_a_clear_error(workdir: Path, data: Any) -> None:
