@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) deps
 
+# make demo needs chaosmem, not the test tools: a full setup already counts.
+$(VENV)/.installed-demo: pyproject.toml
+	@if [ $(STAMP) -nt pyproject.toml ]; then touch $@; else \
+	  python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q -e . && touch $@; fi
+
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -44,7 +50,7 @@ $(ORDERS): $(ORDERS_SRC)
 
 # The main job: a game day on the Go orders service (demo/run_demo.py says what it does). Installs
 # only what the demo needs; without Go or Prometheus it says so and runs experiments/local-oom.json.
-demo: $(STAMP)
+demo: $(VENV)/.installed-demo
 	-@$(MAKE) --no-print-directory deps DEB_PACKAGES="prometheus $(GO_PACKAGES)"
 	-@$(MAKE) --no-print-directory orders
 	$(PY) demo/run_demo.py
