@@ -113,6 +113,8 @@ def test_the_game_day_runs_end_to_end_and_leaves_nothing_behind(
     for name in ("local-gameday.html", "local-gameday.md", "local-gameday-junit.xml"):
         assert (tmp_path / "reports" / name).stat().st_size > 0
     ET.parse(tmp_path / "reports" / "local-gameday-junit.xml")
+    md = (tmp_path / "reports" / "local-gameday.md").read_text()
+    assert "Go memory health at +" in md and f"**{health['pattern']}**" in md
     html = (tmp_path / "reports" / "local-gameday.html").read_text()
     assert "go-memory-health-while-leaking" in html and "503-ratio-prometheus" in html
     # nothing left behind: no ledger entry, no orders process, no Prometheus, no child cgroup

@@ -189,6 +189,27 @@ def _figures(series: Mapping[str, Any], runs: list[Mapping[str, Any]]) -> dict[s
     }
 
 
+def _go_health(runs: Iterable[Mapping[str, Any]], zero: float) -> list[dict[str, Any]]:
+    """What ``chaosmem.gomem.probes.memory_health`` concluded, in words, with when."""
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        provider = as_dict(as_dict(r.get("activity")).get("provider"))
+        output = r.get("output")
+        if provider.get("func") != "memory_health" or not isinstance(output, Mapping):
+            continue
+        start = _time(r.get("start"))
+        rows.append(
+            {
+                "probe": str(as_dict(r.get("activity")).get("name", "?")),
+                "offset": None if start is None else round(start - zero, 3),
+                "pattern": str(output.get("pattern", "?")),
+                "score": output.get("score"),
+                "summary": str(output.get("summary", "")),
+            }
+        )
+    return rows
+
+
 def _safeguard(extension: Mapping[str, Any], zero: float) -> dict[str, Any] | None:
     """Which safeguard stopped the run, when (seconds into it) and what its probe returned."""
     guard = extension.get("safeguard")
@@ -299,6 +320,7 @@ def experiment_context(
         "restored": _restored(extension["restored"]),
         "autoscaling": _finds(runs, "autoscaling", zero) + _finds(all_probes, "autoscaling", zero),
         "figures": _figures(series, runs + all_probes),
+        "go_health": _go_health(runs, zero),
         "safeguard": _safeguard(extension, zero),
         "timeline": series,
     }
