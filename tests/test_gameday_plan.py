@@ -18,6 +18,7 @@ from chaosmem.cli import main
 from chaosmem.errors import InvalidArgument
 from chaosmem.gameday import cron_to_oncalendar, load_plan, parse_plan, render_cronjob
 from chaosmem.gameday.schedule import render_systemd
+from tests.conftest import REPO
 
 EXPERIMENT = '{"title": "t", "description": "d", "method": []}'
 
@@ -323,3 +324,55 @@ def test_cli_dry_run_cronjob_and_systemd(workdir: Path, capsys: pytest.CaptureFi
     assert main(["gameday", str(path), "--systemd", "--cronjob"]) == 2
     assert "either --cronjob or --systemd" in capsys.readouterr().err
     assert main(["gameday", str(workdir / "missing.yaml")]) == 2
+
+
+def test_the_bundled_plan_expands_and_schedules(tmp_path: Path) -> None:
+    plan = load_plan(REPO / "experiments" / "gameday.yaml")
+    assert plan.workdir == REPO
+    assert [r.label for r in plan.runs] == [
+        "orders gomemlimit=off",
+        "orders gomemlimit=100MiB",
+        "stress",
+    ]
+    assert plan.runs[0].experiment == REPO / "experiments" / "local-gameday.json"
+    docs = list(yaml.safe_load_all(render_cronjob(plan)))
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    container = docs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][2] == "/gameday/experiments/gameday.yaml"
+    assert "experiments__local-gameday.json" in docs[0]["data"]
+
+
+def test_workdir_may_leave_the_plans_folder_but_experiments_may_not_leave_the_workdir(
+    workdir: Path,
+) -> None:
+    sub = workdir / "plans"
+    sub.mkdir()
+    plan = parse_plan(
+        {
+            **base(),
+            "workdir": "..",
+            "experiments": [{"name": "a", "experiment": "experiments/a.json"}],
+        },
+        source=sub / "plan.yaml",
+    )
+    assert plan.workdir == workdir
+    with pytest.raises(InvalidArgument) as err:
+        parse_plan(
+            {**base(), "workdir": "..", "experiments": [{"name": "a", "experiment": "../x.json"}]},
+            source=sub / "plan.yaml",
+        )
+    assert err.value.name == "experiments[0].experiment"
+    with pytest.raises(InvalidArgument) as err:
+        parse_plan({**base(), "workdir": "missing"}, source=sub / "plan.yaml")
+    assert err.value.name == "workdir"
+    outside = parse_plan(
+        {
+            **base(),
+            "workdir": "../experiments",
+            "experiments": [{"name": "a", "experiment": "a.json"}],
+        },
+        source=sub / "plan.yaml",
+    )
+    with pytest.raises(InvalidArgument, match="holding the plan file too"):
+        render_cronjob(outside, image="i:1")

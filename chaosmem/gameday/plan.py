@@ -5,6 +5,7 @@ a ``grid`` expands one entry into a run per combination (a GOGC x GOMEMLIMIT swe
 
     name: monday-gameday
     schedule: "0 9 * * 1"          # for --cronjob / --systemd
+    workdir: ..                    # where runs start; experiments are relative to it
     on_safeguard: stop             # or continue: what a safeguard's stop does to the rest
     vars: {port: 18941}            # shared by every run
     experiments:
@@ -17,7 +18,8 @@ a ``grid`` expands one entry into a run per combination (a GOGC x GOMEMLIMIT swe
 
 Everything is checked up front, so a typo in the fourth experiment never surfaces after three
 experiments have run: names (one path component), variables (identifiers with scalar values),
-paths (relative, inside the plan's directory: no ``..``, no absolute path, no symlink out), the
+paths (relative, inside the plan's ``workdir`` — its folder unless it says otherwise: no ``..``,
+no absolute path, no symlink out), the
 grid's size and the timeouts. Every error names the field, its value and what was expected.
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -240,12 +243,14 @@ def parse_plan(data: object, *, source: Path) -> Plan:
     base = source.parent.absolute()
     workdir = base
     if data.get("workdir") is not None:
+        # NB: the one path that may leave the plan's folder ("workdir: .." for a plan kept in
+        # experiments/): it is where the runs start, and every experiment must lie inside it.
         raw = data["workdir"]
-        if not isinstance(raw, str) or Path(raw).is_absolute() or ".." in Path(raw).parts:
-            raise InvalidArgument("workdir", raw, "a folder inside the plan's directory")
-        workdir = (base / raw).absolute()
+        if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
+            raise InvalidArgument("workdir", raw, "a folder, relative to the plan's folder")
+        workdir = Path(os.path.normpath(base / raw))
         if not workdir.is_dir():
-            raise InvalidArgument("workdir", raw, "an existing folder")
+            raise InvalidArgument("workdir", raw, f"an existing folder ({workdir} is not one)")
     name = _name(data.get("name"), "name")
     on_safeguard = data.get("on_safeguard", "stop")
     if on_safeguard not in ("stop", "continue"):

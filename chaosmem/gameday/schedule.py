@@ -66,7 +66,12 @@ def render_cronjob(plan: Plan, *, image: str | None = None, schedule: str | None
         raise InvalidArgument("schedule", schedule, "a cron schedule (in the plan or --schedule)")
     files: dict[str, str] = {}
     items: list[dict[str, str]] = []
-    plan_rel = plan.source.name
+    # NB: the files keep their layout under the workdir, so "workdir: .." still means /gameday.
+    if not plan.source.is_relative_to(plan.workdir):
+        raise InvalidArgument(
+            "workdir", str(plan.workdir), "a folder holding the plan file too (for --cronjob)"
+        )
+    plan_rel = str(plan.source.relative_to(plan.workdir))
     for source, rel in [(plan.source, plan_rel)] + [
         (r.experiment, str(r.experiment.relative_to(plan.workdir))) for r in plan.runs
     ]:
