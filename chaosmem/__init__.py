@@ -31,6 +31,8 @@ ACTIVITY_MODULES = (
     "chaosmem.stress.actions",
     "chaosmem.traffic.actions",
     "chaosmem.traffic.probes",
+    "chaosmem.prometheus.probes",
+    "chaosmem.gomem.probes",
 )
 
 

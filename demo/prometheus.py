@@ -83,12 +83,18 @@ def _loopback(host: str) -> bool:
 
 def _parse_target(job: str, text: str) -> _Target:
     if not isinstance(text, str) or not text or len(text) > 512:
-        raise PrometheusError(f"scrape target {text!r}: expected host:port or http://host:port/path")
+        raise PrometheusError(
+            f"scrape target {text!r}: expected host:port or http://host:port/path"
+        )
     url = urllib.parse.urlsplit(text if "://" in text else f"http://{text}")
     if url.scheme != "http" or not url.hostname or url.port is None:
-        raise PrometheusError(f"scrape target {text!r}: expected host:port or http://host:port/path")
+        raise PrometheusError(
+            f"scrape target {text!r}: expected host:port or http://host:port/path"
+        )
     if not _loopback(url.hostname):
-        raise PrometheusError(f"scrape target {text!r}: only loopback hosts (127.0.0.1) are scraped")
+        raise PrometheusError(
+            f"scrape target {text!r}: only loopback hosts (127.0.0.1) are scraped"
+        )
     return _Target(job=job, address=f"{url.hostname}:{url.port}", path=url.path or "/metrics")
 
 

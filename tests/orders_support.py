@@ -105,3 +105,29 @@ class OrdersService:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def leak_until(
+    url: str, fraction: float, size: str = "1Mi", configuration: Any = None
+) -> dict[str, Any]:
+    """A Chaos Toolkit action for the tests: leak-mode requests to the ``orders`` service until
+    its cgroup's working set reaches ``fraction`` of its limit (at most 2000 requests)."""
+    from chaosmem.targets import resolve_target
+    from chaosmem.targets.workingset import memory_breakdown
+
+    target = resolve_target({"type": "service", "name": "orders"}, configuration)
+    limit = target.memory_limit()
+    assert limit is not None
+    http("POST", f"{url}/admin/leak?on=1&size={size}")
+    sent = 0
+    ratio = 0.0
+    while sent < 2000:
+        view = memory_breakdown(target)
+        assert view is not None
+        ratio = view["working_set"] / limit
+        if ratio >= fraction:
+            break
+        http("GET", f"{url}/orders")
+        sent += 1
+    http("POST", f"{url}/admin/leak?on=0")
+    return {"requests": sent, "working_set_ratio": ratio}

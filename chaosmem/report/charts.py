@@ -86,6 +86,12 @@ def memory_chart(series: dict[str, Any]) -> str | None:
     chart = _chart("Memory: usage against the limit", "MiB", _mib)
     for row in rows:
         chart.add(f"{row['name']} usage", _scaled(row["usage"], MIB), stroke_style=_LINE)
+        if row.get("working_set"):
+            chart.add(
+                f"{row['name']} working set",
+                _scaled(row["working_set"], MIB),
+                stroke_style={"width": 1.5},
+            )
         if row["limit"]:
             chart.add(
                 f"{row['name']} limit",
@@ -97,6 +103,11 @@ def memory_chart(series: dict[str, Any]) -> str | None:
             "stressors hold",
             _scaled(series["stress"], MIB),
             stroke_style={"width": 1.5, "dasharray": "2, 3"},
+        )
+    # NB: Go's own view on the same axis: the gap to the cgroup's usage is the article's point.
+    for name, points in series.get("go", {}).items():
+        chart.add(
+            f"Go {name}", _scaled(points, MIB), stroke_style={"width": 1, "dasharray": "4, 2"}
         )
     kills = [(k["x"], (k["usage"] or 0) / MIB) for r in rows for k in r["oom_kills"]]
     if kills:
@@ -120,6 +131,15 @@ def traffic_chart(series: dict[str, Any]) -> str | None:
             stroke_style=_LINE,
             formatter=lambda y: f"{y:.1f}%",
         )
+    for name, points in series.get("prometheus", {}).items():
+        if name.endswith("_ratio"):  # the service's own ratio, beside the replay's
+            chart.add(
+                f"{name} (Prometheus, %, right axis)",
+                [(p[0], p[1] * 100) for p in points],
+                secondary=True,
+                stroke_style={"width": 1.5, "dasharray": "4, 2"},
+                formatter=lambda y: f"{y:.1f}%",
+            )
     rendered: str = chart.render(is_unicode=True)
     return rendered
 

@@ -233,6 +233,34 @@ def _guard_reason(guard: Mapping[str, Any] | None) -> list[str]:
     return [f"safeguard '{guard['name']}' stopped the run{when}{got}"]
 
 
+def _evidence(timeline: Iterable[Any], zero: float) -> list[dict[str, Any]]:
+    """The pprof captures the ``go`` timeline source kept before an OOM kill (see
+    :mod:`chaosmem.gomem.evidence`): when, why, goroutines, top allocation sites, files."""
+    rows: list[dict[str, Any]] = []
+    for record in timeline:
+        go = record.get("go") if isinstance(record, Mapping) else None
+        for item in (go.get("evidence") or []) if isinstance(go, Mapping) else []:
+            if not isinstance(item, Mapping):
+                continue
+            at = item.get("t")
+            raw_top = item.get("top")
+            top: list[Any] = raw_top if isinstance(raw_top, list) else []
+            rows.append(
+                {
+                    "offset": round(float(at) - zero, 3) if isinstance(at, int | float) else None,
+                    "reason": str(item.get("reason", "?")),
+                    "goroutines": item.get("goroutines"),
+                    "top": [dict(t) for t in top[:5] if isinstance(t, Mapping)],
+                    "heap_profile": item.get("heap_profile"),
+                    "goroutine_dump": item.get("goroutine_dump"),
+                    "errors": [
+                        str(item[k]) for k in ("heap_error", "goroutine_error") if item.get(k)
+                    ],
+                }
+            )
+    return rows
+
+
 def experiment_context(
     journal: Mapping[str, Any],
     *,
@@ -323,6 +351,7 @@ def experiment_context(
         "go_health": _go_health(runs, zero),
         "safeguard": _safeguard(extension, zero),
         "timeline": series,
+        "go_evidence": _evidence(timeline, zero),
     }
 
 

@@ -5,7 +5,7 @@ on every tick; ``None`` means "nothing to say this tick" and leaves the key out 
 Sources never raise into the recorder for the ordinary troubles of a live system (a target not
 started yet, a replay that has not written its first second): they say so in the value instead.
 
-Built in: ``targets`` (memory limit, usage and OOM kills of each target), ``stress`` (bytes the
+Built in: ``targets`` (memory limit, usage, working set and OOM kills of each target), ``stress`` (bytes the
 stressors hold, from ``STATE/stress/*.json``) and ``traffic`` (replay req/s and status mix, from
 ``STATE/replays/<latest>/seconds.jsonl``). Later concerns add theirs with
 :func:`register_source` — e.g. ``go`` (Go MemStats) or ``replicas`` (autoscaling); the report
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chaosmem.targets import MemoryTarget, resolve_target
+from chaosmem.targets.workingset import memory_breakdown
 
 __all__ = [
     "Resolver",
@@ -134,6 +135,10 @@ class TargetsSource:
                 row["limit"] = target.memory_limit()
                 row["usage"] = target.memory_usage()
                 row["oom_kills"] = target.oom_kill_count()
+                # the working set (usage − inactive_file), as the kubelet counts it
+                breakdown = memory_breakdown(target)
+                if breakdown is not None:
+                    row["working_set"] = breakdown["working_set"]
             except Exception as exc:
                 self.resolved.pop(index, None)
                 row["error"] = f"{type(exc).__name__}: {exc}"

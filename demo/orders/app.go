@@ -18,7 +18,7 @@ const (
 	maxItems     = 100
 	maxListed    = 200
 	storeSize    = 2000
-	maxSpike     = 4 << 30
+	maxSpike     = 2 << 30
 	maxSpikeHold = 30 * time.Second
 	maxLeakSize  = 64 << 20
 )
