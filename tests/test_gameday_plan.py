@@ -376,3 +376,58 @@ def test_workdir_may_leave_the_plans_folder_but_experiments_may_not_leave_the_wo
     )
     with pytest.raises(InvalidArgument, match="holding the plan file too"):
         render_cronjob(outside, image="i:1")
+
+
+def test_the_summary_never_writes_through_a_symlink(workdir: Path, tmp_path: Path) -> None:
+    from chaosmem.gameday.runner import write_summary
+
+    plan = load_plan(plan_file(workdir, base()))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "reports" / plan.name
+    folder.mkdir(parents=True)
+    (folder / "gameday.html").symlink_to(victim)
+    files = write_summary(plan, [], "nothing ran", folder)
+    assert victim.read_text() == "precious"
+    assert not files["html"].is_symlink() and "nothing ran" in files["html"].read_text()
+
+
+def test_a_reports_path_that_is_a_file_is_refused(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = plan_file(workdir, base())
+    (workdir / "afile").write_text("x")
+    assert (
+        main(
+            [
+                "gameday",
+                str(path),
+                "--reports",
+                str(workdir / "afile"),
+                "--state-dir",
+                str(workdir / "s"),
+            ]
+        )
+        == 2
+    )
+    assert "argument '--reports'" in capsys.readouterr().err
+
+
+def test_a_bad_schedule_override_is_refused(workdir: Path) -> None:
+    plan = load_plan(plan_file(workdir, base()))
+    with pytest.raises(InvalidArgument) as err:
+        render_cronjob(plan, image="i:1", schedule="every day")
+    assert err.value.name == "schedule"
+    with pytest.raises(InvalidArgument):
+        render_systemd(plan, reports=workdir, state_dir=workdir, schedule="* * *")
+
+
+def test_plan_names_fit_a_cronjob_name(workdir: Path) -> None:
+    plan = load_plan(
+        plan_file(workdir, {**base(), "name": "a" * 35, "kubernetes": {"image": "i:1"}})
+    )
+    cron = list(yaml.safe_load_all(render_cronjob(plan)))[1]
+    assert len(cron["metadata"]["name"]) == 52
+    kubernetes_validate.validate(cron, "1.30.0", strict=True)
+    with pytest.raises(InvalidArgument, match="at most 35"):
+        parse_plan({**base(), "name": "a" * 36}, source=workdir / "plan.yaml")

@@ -39,7 +39,7 @@ import yaml
 from chaosmem.errors import InvalidArgument
 from chaosmem.units import parse_duration
 
-__all__ = ["MAX_PLAN_BYTES", "MAX_RUNS", "Plan", "Run", "load_plan", "parse_plan"]
+__all__ = ["MAX_PLAN_BYTES", "MAX_RUNS", "Plan", "Run", "check_schedule", "load_plan", "parse_plan"]
 
 #: A plan is a page of YAML; anything this large is a mistake (or an alias bomb).
 MAX_PLAN_BYTES = 256 * 1024
@@ -47,6 +47,8 @@ MAX_PLAN_BYTES = 256 * 1024
 MAX_RUNS = 100
 MAX_VALUE_CHARS = 4096
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
+#: A plan's name ends up in a CronJob's name ("chaosmem-gameday-" + name: at most 52 characters).
+_PLAN_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,33}[a-z0-9])?")
 _VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _CRON_FIELD = re.compile(r"[0-9*/,\-A-Za-z?]+")
 _PLAN_KEYS = {"name", "description", "schedule", "on_safeguard", "vars", "experiments", "workdir"}
@@ -111,12 +113,14 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
-def _name(value: object, field_name: str) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
+def _name(
+    value: object, field_name: str, *, pattern: re.Pattern[str] = _NAME, most: int = 40
+) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise InvalidArgument(
             field_name,
             value,
-            "a name of lowercase letters, digits and '-' (at most 40, no leading or trailing '-')",
+            f"a name of lowercase letters, digits and '-' (at most {most}, no leading or trailing '-')",
         )
     return value
 
@@ -199,7 +203,8 @@ def _inside(workdir: Path, value: object, field_name: str) -> Path:
     return path
 
 
-def _schedule(value: object) -> str | None:
+def check_schedule(value: object) -> str | None:
+    """A cron expression of five fields (``"0 9 * * 1"``), normalised; None stays None."""
     if value is None:
         return None
     fields = value.split() if isinstance(value, str) else []
@@ -251,7 +256,7 @@ def parse_plan(data: object, *, source: Path) -> Plan:
         workdir = Path(os.path.normpath(base / raw))
         if not workdir.is_dir():
             raise InvalidArgument("workdir", raw, f"an existing folder ({workdir} is not one)")
-    name = _name(data.get("name"), "name")
+    name = _name(data.get("name"), "name", pattern=_PLAN_NAME, most=35)
     on_safeguard = data.get("on_safeguard", "stop")
     if on_safeguard not in ("stop", "continue"):
         raise InvalidArgument("on_safeguard", on_safeguard, "'stop' or 'continue'")
@@ -304,7 +309,7 @@ def parse_plan(data: object, *, source: Path) -> Plan:
         source=source.absolute(),
         workdir=workdir,
         runs=runs,
-        schedule=_schedule(data.get("schedule")),
+        schedule=check_schedule(data.get("schedule")),
         on_safeguard=str(on_safeguard),
         description=description,
         kubernetes=_kubernetes(data.get("kubernetes")),

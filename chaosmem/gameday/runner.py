@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaosmem.errors import InvalidArgument
 from chaosmem.gameday.plan import Plan, Run
 from chaosmem.report import build_report, judge, load_journal, render
 from chaosmem.report.journal import chaosmem_extension
@@ -101,6 +102,15 @@ def _figures(journal: Path) -> str:
     return ", ".join(parts)
 
 
+def _write_new(path: Path, text: str) -> None:
+    """Replace ``path`` with a new file, never writing through a symlink someone left there
+    (the game day runs as root; a link in the reports folder must not aim its writes)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def _stop_child(proc: subprocess.Popen[bytes], grace: float) -> int:
     """SIGTERM (chaos run turns it into an interruption; the control restores), then SIGKILL."""
     if proc.poll() is None:
@@ -125,8 +135,9 @@ def _execute(
     journal = folder / f"{run.slug}.journal.json"
     journal.unlink(missing_ok=True)  # a figure describes this run: never an earlier file
     var_file = folder / f"{run.slug}.vars.json"
-    var_file.write_text(json.dumps({"configuration": run.vars}, indent=2))
+    _write_new(var_file, json.dumps({"configuration": run.vars}, indent=2))
     log = folder / f"{run.slug}.log"
+    log.unlink(missing_ok=True)  # chaos appends to it, through a link if one were there
     env = {**os.environ, "CHAOSMEM_STATE_DIR": str(state)}
     env.pop("CHAOSMEM_RUN_ID", None)
     argv = [
@@ -192,7 +203,14 @@ def run_plan(
 ) -> Result:
     """Run every run of ``plan`` in order and write the summary report; see the module doc."""
     folder = reports / plan.name
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(
+            "--reports", str(reports), f"a folder chaosmem can create ({exc.strerror})"
+        ) from None
+    if folder.is_symlink() or not folder.is_dir():
+        raise InvalidArgument("--reports", str(reports), f"a folder where {folder} is a folder")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     outcomes: list[Outcome] = []
     stopped: str | None = None
@@ -283,6 +301,6 @@ def write_summary(
         report["verdict"] = "failed"
     for fmt, suffix in (("html", ".html"), ("markdown", ".md"), ("junit", "-junit.xml")):
         path = folder / f"gameday{suffix}"
-        path.write_text(render(report, fmt), encoding="utf-8")
+        _write_new(path, render(report, fmt))
         files[fmt] = path
     return files

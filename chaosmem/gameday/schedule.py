@@ -20,7 +20,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from chaosmem.errors import InvalidArgument
-from chaosmem.gameday.plan import Plan
+from chaosmem.gameday.plan import Plan, check_schedule
 
 __all__ = ["cron_to_oncalendar", "render_cronjob", "render_systemd"]
 
@@ -61,7 +61,7 @@ def render_cronjob(plan: Plan, *, image: str | None = None, schedule: str | None
         )
     if len(image) > 253 or any(c.isspace() for c in image):
         raise InvalidArgument("--image", image, "an image reference without spaces")
-    schedule = schedule or plan.schedule
+    schedule = check_schedule(schedule) or plan.schedule
     if not schedule:
         raise InvalidArgument("schedule", schedule, "a cron schedule (in the plan or --schedule)")
     files: dict[str, str] = {}
@@ -79,7 +79,7 @@ def render_cronjob(plan: Plan, *, image: str | None = None, schedule: str | None
         if key not in files:
             files[key] = source.read_text(encoding="utf-8")
             items.append({"key": key, "path": rel})
-    name = f"chaosmem-gameday-{plan.name}"[:52]
+    name = f"chaosmem-gameday-{plan.name}"  # at most 52: plan names have at most 35
     return (
         _env("yaml")
         .get_template("cronjob.yaml.j2")
@@ -168,7 +168,7 @@ def render_systemd(
     plan: Plan, *, reports: Path, state_dir: Path, schedule: str | None = None
 ) -> dict[str, str]:
     """``{unit file name: text}`` for the service and the timer."""
-    schedule = schedule or plan.schedule
+    schedule = check_schedule(schedule) or plan.schedule
     if not schedule:
         raise InvalidArgument("schedule", schedule, "a cron schedule (in the plan or --schedule)")
     chaosmem = Path(sys.executable).with_name("chaosmem")
