@@ -172,13 +172,17 @@ def _execute(
             signals.waiting = False
     outcome = Outcome(run, "failed", exit_code=code, seconds=time.monotonic() - started)
     outcome.reason = reason
-    if journal.is_file():
+    try:
+        data = load_journal(journal) if journal.is_file() else None
+    except InvalidArgument as exc:  # a journal cut short (the run was killed while writing it)
+        data, reason = None, reason or str(exc)
+    if data is not None:
         outcome.journal = journal
-        data = load_journal(journal)
         verdict = judge(data)
         outcome.status = verdict.status
         outcome.reason = reason or (verdict.reasons[0] if verdict.reasons else "")
-        outcome.safeguard = chaosmem_extension(data).get("safeguard")
+        guard = chaosmem_extension(data).get("safeguard")
+        outcome.safeguard = guard if isinstance(guard, dict) else None
     else:
         outcome.reason = reason or f"chaos run exited {code} without a journal (see {log})"
     return outcome
