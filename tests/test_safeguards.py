@@ -205,14 +205,14 @@ def test_more_oom_kills_than_the_budget_stops_the_run_and_the_stressor(
     assert any(m["event"] == "safeguard" and m["name"] == "oom-kill-budget-0" for m in marks)
 
 
-def _seconds(state: Path, ratios: list[float | None]) -> None:
+def _seconds(state: Path, ratios: list[float | None], t0: float = 1000.0) -> None:
     rid = "r1"
     folder = replay_dir(state, rid)
     folder.mkdir(parents=True)
     lines = []
     for i, ratio in enumerate(ratios):
         status = {} if ratio is None else {"503": int(ratio * 100), "200": 100 - int(ratio * 100)}
-        lines.append(json.dumps({"t": 1000.0 + i, "elapsed": i + 1, "status": status}))
+        lines.append(json.dumps({"t": t0 + i, "elapsed": i + 1, "status": status}))
     (folder / "seconds.jsonl").write_text("\n".join(lines) + "\n")
     write_json_atomic(folder / "summary.json", {"replay_id": rid, "state": "running"})
     set_latest(state, rid)
@@ -230,8 +230,9 @@ def _seconds(state: Path, ratios: list[float | None]) -> None:
     ],
 )
 def test_sustained_ratio_is_the_lowest_second_of_the_window(
-    tmp_path: Path, ratios: list[float | None], expected: float
+    tmp_path: Path, ratios: list[float | None], expected: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("CHAOSMEM_RUN_ID", raising=False)
     _seconds(tmp_path, ratios)
     got = sustained_status_ratio(
         status="5xx", duration="10s", configuration={"chaosmem_state_dir": str(tmp_path)}
@@ -248,3 +249,21 @@ def test_sustained_ratio_validates_its_arguments(tmp_path: Path) -> None:
         sustained_status_ratio(duration="0.1s", configuration=config)
     with pytest.raises(Exception, match="argument 'status'"):
         sustained_status_ratio(status="6xx", configuration=config)
+
+
+def test_an_earlier_runs_replay_never_trips_this_runs_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second run on the same state dir: until it starts its own replay, the latest replay is
+    the previous run's, all 503s; only seconds since this run started count."""
+    import time
+
+    now = time.time()
+    _seconds(tmp_path, [1.0] * 20, t0=now - 120)  # the earlier run, two minutes ago
+    config = {"chaosmem_state_dir": str(tmp_path)}
+    monkeypatch.setenv("CHAOSMEM_RUN_ID", time.strftime("%Y%m%dT%H%M%S") + "-abcdef12")
+    assert sustained_status_ratio(duration="10s", configuration=config) == 0.0
+    monkeypatch.setenv(
+        "CHAOSMEM_RUN_ID", time.strftime("%Y%m%dT%H%M%S", time.localtime(now - 600)) + "-0"
+    )
+    assert sustained_status_ratio(duration="10s", configuration=config) == 1.0

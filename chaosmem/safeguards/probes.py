@@ -16,11 +16,13 @@ For an OOM-kill budget, ``chaosmem.limits.probes.oom_kill_count`` with the toler
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.ledger import current_run
 from chaosmem.state import state_dir
 from chaosmem.traffic.probes import _status_matcher
 from chaosmem.traffic.results import latest_id, read_seconds
@@ -29,6 +31,24 @@ from chaosmem.units import parse_duration
 __all__ = ["sustained_status_ratio"]
 
 logger = logging.getLogger("chaostoolkit")
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _run_started() -> float:
+    """When the current run (its id set by the chaosmem control) started, to the second.
+
+    A figure describes this run: the state dir's latest replay may be an earlier run's (a
+    second ``make demo`` on the same state dir) until this run starts its own, and its 503s
+    must not stop this one. The control's run ids begin with the local start time
+    (``20261129T120736-…``); without the control there is no run to scope to (0.0)."""
+    run = current_run() or ""
+    try:
+        return time.mktime(time.strptime(run[:15], "%Y%m%dT%H%M%S")) - 1.0
+    except (ValueError, OverflowError):
+        return 0.0
 
 
 def sustained_status_ratio(
@@ -44,7 +64,8 @@ def sustained_status_ratio(
     window, not on one bad second. Returns 0.0 while the replay has run for less than
     ``duration`` (or has not started): the line cannot have been crossed for that long yet.
     Seconds in which no request got an answer (all timed out or were refused) do not count
-    either way; the replay's summary reports them.
+    either way; the replay's summary reports them. Only seconds since the current run started
+    count (see :func:`_run_started`).
     """
     _, codes = _status_matcher(status)
     window = parse_duration(duration, name="duration", minimum=1.0)
@@ -54,11 +75,12 @@ def sustained_status_ratio(
     replay = latest_id(state)
     if replay is None:
         return 0.0
-    seconds = read_seconds(state, replay)
+    since = _run_started()
+    seconds = [s for s in read_seconds(state, replay) if _number(s.get("t")) > since]
     if not seconds:
         return 0.0
-    newest = max(float(s.get("t", 0.0)) for s in seconds)
-    recent = [s for s in seconds if float(s.get("t", 0.0)) > newest - window]
+    newest = max(_number(s.get("t")) for s in seconds)
+    recent = [s for s in seconds if _number(s.get("t")) > newest - window]
     if len(recent) < int(window):
         return 0.0
     ratios: list[float] = []
