@@ -267,3 +267,12 @@ def test_an_earlier_runs_replay_never_trips_this_runs_guard(
         "CHAOSMEM_RUN_ID", time.strftime("%Y%m%dT%H%M%S", time.localtime(now - 600)) + "-0"
     )
     assert sustained_status_ratio(duration="10s", configuration=config) == 1.0
+
+
+def test_the_guard_probe_is_discovered() -> None:
+    import chaosmem
+
+    found = {a["name"]: a for a in chaosmem.discover()["activities"]}
+    guard = found["sustained_status_ratio"]
+    assert guard["type"] == "probe" and guard["mod"] == "chaosmem.safeguards.probes"
+    assert {a["name"] for a in guard["arguments"]} == {"status", "duration"}
