@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -431,3 +432,23 @@ def test_plan_names_fit_a_cronjob_name(workdir: Path) -> None:
     kubernetes_validate.validate(cron, "1.30.0", strict=True)
     with pytest.raises(InvalidArgument, match="at most 35"):
         parse_plan({**base(), "name": "a" * 36}, source=workdir / "plan.yaml")
+
+
+def test_one_game_day_per_reports_folder(workdir: Path, tmp_path: Path) -> None:
+    from chaosmem.gameday.runner import run_plan
+
+    plan = load_plan(plan_file(workdir, base()))
+    folder = tmp_path / "reports" / plan.name
+    folder.mkdir(parents=True)
+    (folder / ".gameday.lock").write_text(f"{os.getpid()}\n")  # a live game day holds it
+    with pytest.raises(InvalidArgument, match=f"pid {os.getpid()} is"):
+        run_plan(plan, reports=tmp_path / "reports", state_base=tmp_path / "state", say=print)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (folder / ".gameday.lock").write_text(f"{dead.pid}\n")  # left by a game day that is gone
+    lines: list[str] = []
+    result = run_plan(
+        plan, reports=tmp_path / "reports", state_base=tmp_path / "state", say=lines.append
+    )
+    assert [o.status for o in result.outcomes] == ["passed"], lines
+    assert not (folder / ".gameday.lock").exists()

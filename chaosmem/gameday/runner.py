@@ -111,6 +111,30 @@ def _write_new(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def _lock(folder: Path) -> Path:
+    """One game day per reports folder at a time: two would overwrite each other's journals
+    and summary. A lock left by a game day that is gone (SIGKILL) is taken over."""
+    lock = folder / ".gameday.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            try:
+                other = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                other = 0
+            if other > 0 and Path(f"/proc/{other}").exists():
+                raise InvalidArgument(
+                    "PLAN", str(folder), f"no other game day writing there (pid {other} is)"
+                ) from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return lock
+    raise InvalidArgument("PLAN", str(folder), "a reports folder this game day can lock")
+
+
 def _stop_child(proc: subprocess.Popen[bytes], grace: float) -> int:
     """SIGTERM (chaos run turns it into an interruption; the control restores), then SIGKILL."""
     if proc.poll() is None:
@@ -215,6 +239,16 @@ def run_plan(
         ) from None
     if folder.is_symlink() or not folder.is_dir():
         raise InvalidArgument("--reports", str(reports), f"a folder where {folder} is a folder")
+    lock = _lock(folder)
+    try:
+        return _run_locked(plan, folder, state_base, say, grace)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_locked(
+    plan: Plan, folder: Path, state_base: Path, say: Callable[[str], None], grace: float
+) -> Result:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     outcomes: list[Outcome] = []
     stopped: str | None = None
@@ -232,7 +266,7 @@ def run_plan(
                 outcomes.append(Outcome(run, "not-run", reason=stopped))
                 continue
             say(f"[{run.index + 1}/{total}] {run.label}: running {run.experiment.name}")
-            state = state_base / f"{plan.name}-{stamp}" / run.slug
+            state = state_base / f"{plan.name}-{stamp}-{os.getpid()}" / run.slug
             state.mkdir(parents=True, exist_ok=True, mode=0o700)
             outcome = _execute(run, plan, folder, state, grace=grace, say=say, signals=signals)
             if signals.names and not stopped:
