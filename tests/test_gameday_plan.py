@@ -204,10 +204,12 @@ def test_the_cronjob_is_valid_kubernetes_and_runs_the_plan_as_the_chaosmem_accou
     assert config["data"]["experiments__a.json"] == EXPERIMENT
     spec = cron["spec"]
     assert spec["schedule"] == "30 9 * * 1-5" and spec["concurrencyPolicy"] == "Forbid"
+    assert spec["timeZone"] == "Etc/UTC"
     job = spec["jobTemplate"]["spec"]
     pod = job["template"]["spec"]
     assert cron["metadata"]["namespace"] == "chaosmem"
     assert pod["serviceAccountName"] == "chaosmem"
+    assert {"name": "CHAOSTOOLKIT_IN_POD", "value": "true"} in pod["containers"][0]["env"]
     assert job["backoffLimit"] == 0
     assert job["activeDeadlineSeconds"] == 600 + 900 * 2 + 600
     container = pod["containers"][0]
@@ -247,13 +249,13 @@ def test_the_cronjob_needs_an_image_and_a_schedule(workdir: Path) -> None:
 @pytest.mark.parametrize(
     ("cron", "calendar"),
     [
-        ("0 9 * * 1", "Mon *-*-* 09:00:00"),
-        ("30 9 * * 1-5", "Mon..Fri *-*-* 09:30:00"),
-        ("*/15 * * * *", "*-*-* *:00/15:00"),
-        ("0 3 1,15 * *", "*-*-01,15 03:00:00"),
-        ("0 0 * jan,jul sun", "Sun *-01,07-* 00:00:00"),
-        ("5 4 * * 0,7", "Sun,Sun *-*-* 04:05:00"),
-        ("0 8-18/2 * * *", "*-*-* 08..18/2:00:00"),
+        ("0 9 * * 1", "Mon *-*-* 09:00:00 UTC"),
+        ("30 9 * * 1-5", "Mon..Fri *-*-* 09:30:00 UTC"),
+        ("*/15 * * * *", "*-*-* *:00/15:00 UTC"),
+        ("0 3 1,15 * *", "*-*-01,15 03:00:00 UTC"),
+        ("0 0 * jan,jul sun", "Sun *-01,07-* 00:00:00 UTC"),
+        ("5 4 * * 0,7", "Sun,Sun *-*-* 04:05:00 UTC"),
+        ("0 8-18/2 * * *", "*-*-* 08..18/2:00:00 UTC"),
     ],
 )
 def test_cron_schedules_become_calendar_events_systemd_accepts(cron: str, calendar: str) -> None:
@@ -288,7 +290,7 @@ def test_systemd_units_pass_systemd_analyze_verify(workdir: Path, tmp_path: Path
     units = render_systemd(plan, reports=workdir / "reports", state_dir=workdir / "state%x")
     service = units["chaosmem-gameday-weekly.service"]
     timer = units["chaosmem-gameday-weekly.timer"]
-    assert "OnCalendar=Mon..Fri *-*-* 09:30:00" in timer
+    assert "OnCalendar=Mon..Fri *-*-* 09:30:00 UTC" in timer
     assert "Unit=chaosmem-gameday-weekly.service" in timer
     assert f"gameday {workdir}/plan.yaml --reports {workdir}/reports" in service
     assert "state%%x" in service  # '%' would be a systemd specifier

@@ -133,7 +133,9 @@ def _cron_field(text: str, *, low: int, high: int, names: dict[str, int] | None,
 
 
 def cron_to_oncalendar(schedule: str) -> str:
-    """``"0 9 * * 1"`` -> ``"Mon *-*-* 09:00:00"`` (systemd.time(7) calendar events)."""
+    """``"0 9 * * 1"`` -> ``"Mon *-*-* 09:00:00 UTC"`` (systemd.time(7) calendar events).
+
+    Plan schedules are in UTC, as the CronJob's ``timeZone: Etc/UTC`` reads them."""
     fields = schedule.split()
     if len(fields) != 5:
         raise InvalidArgument("schedule", schedule, "a cron expression of 5 fields")
@@ -161,7 +163,7 @@ def cron_to_oncalendar(schedule: str) -> str:
                     raise InvalidArgument("schedule", schedule, "days of week 0-7 or Mon..Sun")
             spans.append(_DAYS[idx[0]] if len(idx) == 1 else f"{_DAYS[idx[0]]}..{_DAYS[idx[1]]}")
         days = ",".join(spans) + " "
-    return f"{days}*-{mo}-{d} {h}:{m}:00"
+    return f"{days}*-{mo}-{d} {h}:{m}:00 UTC"
 
 
 def render_systemd(
