@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -75,7 +76,20 @@ def chaos_run(experiment: str, journal: Path, state: Path, variables: dict[str, 
     argv.append(experiment)
     env = {**os.environ, "CHAOSMEM_STATE_DIR": str(state)}
     env.pop("CHAOSMEM_RUN_ID", None)
-    return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached chaos run too (same process group); a SIGTERM to us did not: pass it
+        # on. Either way, let it restore.
+        if _terminated:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
 
 
 def render(name: str, journal: Path) -> str:
@@ -116,7 +130,16 @@ def rollback(state: Path) -> None:
         print(f"demo: restored what the run left: {step['error'] or step['done']}")
 
 
+_terminated: list[int] = []
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    _terminated.append(signum)
+    raise KeyboardInterrupt  # so every finally below runs: Prometheus stopped, rollback done
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupted)
     REPORTS.mkdir(exist_ok=True)
     state = STATE
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -172,4 +195,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("demo: interrupted; everything the run changed was restored and Prometheus stopped")
+        sys.exit(130)

@@ -276,3 +276,33 @@ def test_the_guard_probe_is_discovered() -> None:
     guard = found["sustained_status_ratio"]
     assert guard["type"] == "probe" and guard["mod"] == "chaosmem.safeguards.probes"
     assert {a["name"] for a in guard["arguments"]} >= {"status", "duration"}
+
+
+def test_signals_during_the_restore_wait_until_it_is_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Inside ``chaos run``, chaoslib turns SIGTERM into InterruptExecution and SIGUSR1 (a
+    safeguard) into SystemExit wherever the main thread is; while the control restores, they
+    wait: the restore runs to its end, chaoslib's handlers come back after."""
+    import signal
+    import time
+
+    from chaoslib.exit import exit_signals
+
+    from chaosmem.safeguards.trip import holding_exits
+
+    steps: list[str] = []
+    with exit_signals():
+        chaoslib_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        with holding_exits():
+            steps.append("limit restored")
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)  # the handlers run between bytecodes: they have run by now
+            steps.append("stressor stopped")
+        assert {s: signal.getsignal(s) for s in chaoslib_handlers} == chaoslib_handlers
+        with pytest.raises(SystemExit):  # outside the restore, a guard still ends the run
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)
+    assert steps == ["limit restored", "stressor stopped"]
+    assert "SIGTERM, SIGUSR1 arrived while the run was being restored" in caplog.text

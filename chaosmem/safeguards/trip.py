@@ -5,7 +5,10 @@ The safeguards control stops a run by sending the process SIGUSR1, which chaosli
 
 - the restore at the end of a run must not itself be cut short by a guard that fires late:
   :func:`holding_exits` sets the addons' own "experiment finished" flag (its guards check it
-  before interrupting) and holds SIGUSR1/SIGUSR2 off until the restore is over;
+  before interrupting) and holds SIGUSR1/SIGUSR2 off until the restore is over — and SIGTERM and
+  SIGINT too (chaoslib turns them into exceptions wherever the main thread is: a second Ctrl-C
+  or a `kill` must not leave a limit half-restored; SIGKILL still ends everything, and
+  ``chaosmem rollback`` finishes the job then);
 - the journal should say which guard stopped the run, when, and what its probe returned:
   :func:`tripped` reads it from the addons' guardian.
 
@@ -68,7 +71,7 @@ def holding_exits() -> Iterator[None]:
         return
     held: list[int] = []
     previous = {}
-    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+    for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, lambda s, f: held.append(s))
     try:
         yield
@@ -76,7 +79,9 @@ def holding_exits() -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if held:
+            names = ", ".join(sorted({signal.Signals(s).name for s in held}))
             logger.warning(
-                "chaosmem: a safeguard fired while the run was being restored; "
-                "the restore finished first"
+                "chaosmem: %s arrived while the run was being restored; the restore finished "
+                "first, and the run ends now",
+                names,
             )
