@@ -140,7 +140,7 @@ def _interrupted(signum: int, frame: object) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _interrupted)
-    REPORTS.mkdir(exist_ok=True)
+    REPORTS.mkdir(parents=True, exist_ok=True)
     state = STATE
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     gaps = missing()
