@@ -46,6 +46,7 @@ $(ORDERS): $(ORDERS_SRC)
 	  || $(MAKE) --no-print-directory deps DEB_PACKAGES="$(GO_PACKAGES)"
 	mkdir -p demo/bin
 	cd demo/orders && GO111MODULE=off GOPATH=/usr/share/gocode CGO_ENABLED=0 \
+	  GOCACHE=$${GOCACHE:-$${HOME:-/tmp}/.cache/go-build} \
 	  go build -o ../bin/orders.tmp . && mv ../bin/orders.tmp ../bin/orders
 
 # The main job: a game day on the Go orders service (demo/run_demo.py says what it does). Installs
@@ -67,4 +68,4 @@ bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml
+	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml demo/bin

@@ -166,6 +166,11 @@ def test_go_memory_gctrace_evidence_and_prometheus_on_the_timeline(
     assert "orders working set" in memory_svg
     evidence_table = page[page.index("Evidence before the kill") :]
     assert "working-set-90pct" in evidence_table and "sessionCache" in evidence_table
+    md = tmp_path / "report.md"
+    subprocess.run([str(chaosmem), "report", str(journal_path), "-o", str(md)], check=True)
+    text = md.read_text()
+    evidence_md = text[text.index("Evidence before the kill") :]
+    assert "working-set-90pct" in evidence_md and "sessionCache" in evidence_md
 
 
 @pytest.mark.parametrize(

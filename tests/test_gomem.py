@@ -207,24 +207,29 @@ def test_memory_health_of_the_live_service_falls_in_leak_mode(
     cgroup.set_memory_limit(768 * MiB)
     fd, enter = _in_cgroup(cgroup)
     try:
-        svc = OrdersService(tmp_path / "o.log", env={"GOMEMLIMIT": "700MiB"}, preexec=enter)
+        svc = OrdersService(
+            tmp_path / "o.log", env={"GOMEMLIMIT": "700MiB", "GOGC": "50"}, preexec=enter
+        )
     finally:
         os.close(fd)
     target = {"type": "cgroup", "path": str(cgroup.path)}
     stop = threading.Event()
 
     def traffic() -> None:
-        while not stop.is_set():
+        # paced (<= 50 req/s): in leak mode <= 25Mi/s, far from the limit within the window
+        while not stop.wait(0.02):
             http("GET", f"{svc.url}/orders")
 
     worker = threading.Thread(target=traffic, daemon=True)
     worker.start()
     try:
         calm = memory_health(f"{svc.url}/debug/vars", target=target, window="2s", interval="0.5s")
-        assert calm["pattern"] == "healthy" and calm["score"] == 100
+        calm_rules = {f["rule"] for f in calm["findings"]}
+        # NB: not "== healthy": on a shared, CPU-starved host GC pauses may stretch for real
+        assert not calm_rules & {"heap-leak", "goroutine-leak", "near-limit", "off-heap"}, calm
         assert calm["cgroup"]["limit"] == 768 * MiB
         assert 0 < calm["cgroup"]["working_set"] <= calm["cgroup"]["usage"]
-        http("POST", f"{svc.url}/admin/leak?on=1&size=128Ki")
+        http("POST", f"{svc.url}/admin/leak?on=1&size=512Ki")
         leaking = memory_health(f"{svc.url}/metrics", target=target, window="4s", interval="0.5s")
         assert leaking["pattern"] == "heap-leak", leaking["summary"]
         assert leaking["score"] < calm["score"]
@@ -242,3 +247,54 @@ def test_memory_health_validates_its_window() -> None:
         memory_health("http://127.0.0.1:9/debug/vars", interval="0s")
     with pytest.raises(ChaosmemError):
         memory_health(f"http://127.0.0.1:{free_port()}/debug/vars", window="0s")
+
+
+_size = st.floats(0, 2**40, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {name: _size for name in FIELDS},
+            optional={"NumGC": _size, "HeapObjects": _size, "Goroutines": _size,
+                      "PauseTotalNs": _size, "GCCPUFraction": st.floats(0, 1),
+                      "GOMEMLIMIT": _size},
+        ),
+        min_size=1, max_size=8,
+    ),
+    st.none() | st.fixed_dictionaries(
+        {"limit": st.none() | _size, "usage": _size, "working_set": _size, "anon": _size, "file": _size}
+    ),
+)  # fmt: skip
+def test_judge_scores_any_finite_series(
+    stats: list[dict[str, float]], cgroup: dict[str, Any] | None
+) -> None:
+    samples = [{"t": float(i), **s} for i, s in enumerate(stats)]
+    health = judge(samples, cgroup)
+    assert 0 <= health.score <= 100
+    assert health.pattern == (health.findings[0].rule if health.findings else "healthy")
+    assert health.score == max(0, 100 - sum(f.penalty for f in health.findings))
+    json.dumps(health.as_dict())
+
+
+def test_gc_pause_growth_needs_a_trend_not_one_slow_pause() -> None:
+    steady = series("steady")  # 26 GCs over 16 samples
+    half = len(steady) // 2
+    gcs0 = steady[0]["NumGC"]
+
+    def paused(first_ms: float, second_ms: float) -> list[dict[str, float]]:
+        out, total = [], 0.0
+        for i, s in enumerate(steady):
+            new = s["NumGC"] - (steady[i - 1]["NumGC"] if i else gcs0)
+            total += new * (first_ms if i <= half else second_ms) * 1e6
+            out.append({**s, "PauseTotalNs": total})
+        return out
+
+    assert judge(paused(0.5, 8.0)).pattern == "gc-pause-growth"
+    assert judge(paused(0.5, 0.9)).pattern == "healthy"  # doubled, but under 5 ms
+    assert judge(paused(4.0, 6.0)).pattern == "healthy"  # slow, but no trend
+    one_slow = [dict(s) for s in steady]
+    one_slow[-1]["PauseTotalNs"] = one_slow[-2]["PauseTotalNs"] + 50e6
+    one_slow[-1]["NumGC"] = one_slow[-2]["NumGC"] + 1
+    assert judge(one_slow).pattern == "healthy"

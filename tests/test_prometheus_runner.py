@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chaosmem.prometheus.probes import query_value, status_ratio
+from chaosmem.traffic.actions import replay_traffic
 from demo.prometheus import PrometheusError, start, stop_workdir
 from tests.conftest import REPO
 from tests.orders_support import OrdersService, build_orders, http
@@ -124,3 +127,66 @@ def test_status_ratio_of_the_demo_service_under_known_traffic(tmp_path: Path) ->
         assert heap > 0
     assert not _alive(prom.pid)
     assert os.path.isdir(tmp_path / "prom" / "data")
+
+
+def test_server_side_503_ratio_agrees_with_the_replay(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    """Replayed traffic sheds with 503 at the demo's in-flight limit: the ratio Prometheus
+    computes from the service's counters and the ratio the replayer saw are the same requests."""
+    build_orders()
+    capture = tmp_path / "orders.jsonl"
+    capture.write_text('{"method": "GET", "path": "/orders?limit=5"}\n')
+    env = {"ORDERS_MAX_INFLIGHT": "3", "ORDERS_LATENCY": "100ms"}
+    with (
+        OrdersService(tmp_path / "orders.log", env=env) as svc,
+        start({"orders": [f"127.0.0.1:{svc.port}"]}, tmp_path / "prom") as prom,
+    ):
+        config = {"prometheus_base_url": prom.url, **state}
+        sel = 'job="orders",path="/orders"'
+        total = f"sum(http_requests_total{{{sel}}})"
+        # both series exist and are scraped before the measured traffic (rate() cannot see a
+        # counter's first value): a burst of 8 slow requests against 3 slots
+        threads = [
+            threading.Thread(target=http, args=("GET", f"{svc.url}/orders")) for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait_for(
+            lambda: (
+                query_value(f"count(http_requests_total{{{sel}}})", configuration=config) == 2
+                and query_value(total, configuration=config) == 8
+            ),
+            what="both series scraped",
+        )
+        summary = replay_traffic(
+            capture=str(capture), target_url=svc.url, rate=60, loop=True, duration="5s",
+            concurrency=32, timeout="5s", wait=True, configuration=config,
+        )  # fmt: skip
+        sent = summary["sent"]
+        codes = {str(k): int(v) for k, v in summary["status"].items()}
+        assert sum(codes.values()) == sent and codes.get("503", 0) > 0 and codes.get("200", 0) > 0
+        wait_for(
+            lambda: query_value(total, configuration=config) == 8 + sent, what="the replay scraped"
+        )
+        client = codes["503"] / sent
+        server = status_ratio("503", selector=sel, window="1m", configuration=config)
+        print(f"503 ratio: Prometheus {server:.4f}, replay {client:.4f}, statuses {codes}")
+        assert server == pytest.approx(client, abs=0.03), (server, client, codes)
+
+
+def test_a_server_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    fake = tmp_path / "prometheus"
+    fake.write_text("#!/bin/sh\necho 'err: bad flag' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(PrometheusError, match="did not become ready") as exc:
+        start(["127.0.0.1:1"], tmp_path / "w", binary=str(fake), ready_timeout=5)
+    assert "bad flag" in str(exc.value)
+    assert not (tmp_path / "w" / "prometheus.pid").exists()
+
+
+def test_a_missing_binary_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(PrometheusError, match="apt-get install prometheus"):
+        start(["127.0.0.1:1"], tmp_path, binary=str(tmp_path / "nope"))

@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Entry, register_undo
+from chaosmem.targets import LimitChange, LimitRefused
 from chaosmem.targets.mounts import CgroupMount, find_mount, memory_cgroup_of
 from chaosmem.units import format_size
 
@@ -46,7 +47,7 @@ _UNLIMITED_FLOOR = 1 << 62
 _PR_SET_PDEATHSIG = 1
 
 
-class LimitBusy(ChaosmemError):
+class LimitBusy(LimitRefused):
     """cgroup v1 refused a limit below usage because it could not reclaim enough (EBUSY)."""
 
 
@@ -112,6 +113,11 @@ class Cgroup:
     def check_changeable(self) -> None:
         ensure_not_own(self)
 
+    def watch_oom_kills(self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any]) -> Any:
+        from chaosmem.targets.oomwatch import OomWatcher  # NB: oomwatch imports this module
+
+        return OomWatcher(self, on_kill=on_kill, spec=spec).start()
+
     # -- files -----------------------------------------------------------------------------
 
     @property
@@ -151,6 +157,26 @@ class Cgroup:
         )
         return value or 0
 
+    def peak_usage(self) -> tuple[int, str] | None:
+        """The kernel's own peak usage and the file it came from: v1 ``max_usage_in_bytes``
+        (since :meth:`reset_peak`), v2 ``memory.peak`` where the kernel has it (5.19+, since the
+        cgroup was created); None where the kernel keeps no peak."""
+        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        try:
+            value = _read_int((self.path / name).read_text())
+        except FileNotFoundError:
+            if self.version == 2 and self.exists():
+                return None
+            raise ChaosmemError(f"{self.path}: cgroup is gone (no {name})") from None
+        return None if value is None else (value, name)
+
+    def reset_peak(self) -> bool:
+        """Start the kernel's peak afresh (v1); False where it cannot be reset (v2)."""
+        if self.version != 1:
+            return False
+        self._write("memory.max_usage_in_bytes", "0")
+        return True
+
     def oom_kill_count(self) -> int:
         """The kernel's count of OOM kills in this group (v2: including its descendants)."""
         text = self._read("memory.oom_control" if self.version == 1 else "memory.events")
@@ -175,16 +201,18 @@ class Cgroup:
             state["memsw"] = self.memsw_limit()
         return state
 
-    def set_memory_limit(self, limit: int | None) -> None:
-        """Set the limit (None = unlimited); on v1 memsw follows it.
+    def set_memory_limit(self, limit: int | None) -> LimitChange:
+        """Set the limit (None = unlimited); on v1 memsw follows it. A cgroup write takes effect
+        at once, so the change is ``applied`` (or refused by raising).
 
         Raises :class:`LimitBusy` when v1 could not reclaim down to a limit below usage; the
         limit is then unchanged.
         """
         if self.version == 2:
             self._write("memory.max", "max" if limit is None else str(limit))
-            return
-        self._set_v1(limit, limit if self.has_memsw else None, touch_memsw=self.has_memsw)
+        else:
+            self._set_v1(limit, limit if self.has_memsw else None, touch_memsw=self.has_memsw)
+        return LimitChange("applied", "applied", f"{self.path}: limit {format_size(limit)}")
 
     def restore_limit_state(self, state: Mapping[str, Any]) -> None:
         if self.version == 2:
@@ -212,9 +240,10 @@ class Cgroup:
                 self._write(name, text)
             except OSError as exc:
                 if exc.errno == errno.EBUSY:
+                    wanted = "no limit" if text == "-1" else format_size(int(text))
                     raise LimitBusy(
-                        f"{self.path}: cgroup v1 could not reclaim memory down to {text} bytes "
-                        f"(usage is {self.memory_usage()}); the limit is unchanged"
+                        f"{self.path}: cgroup v1 could not reclaim memory down to {wanted} "
+                        f"(usage is {format_size(self.memory_usage())}); the limit is unchanged"
                     ) from None
                 raise ChaosmemError(
                     f"{self.path}: writing {text} to {name} failed: {exc.strerror}"

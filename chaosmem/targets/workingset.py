@@ -21,15 +21,19 @@ _KEYS = {
 }
 
 
-def memory_breakdown(target: Any) -> dict[str, int] | None:
+def memory_breakdown(target: Any, usage: int | None = None) -> dict[str, int] | None:
     """``{"usage", "working_set", "anon", "file", "inactive_file"}`` in bytes, or None for a
-    target without a ``memory.stat`` (a Kubernetes target: its metrics come from elsewhere)."""
+    target without a ``memory.stat`` (a Kubernetes target: its metrics come from elsewhere).
+
+    ``usage``: a reading the caller already took, so the working set never exceeds the usage it
+    is shown beside (two reads of a growing cgroup differ).
+    """
     stat_of = getattr(target, "stat", None)
     if stat_of is None:
         return None
     stat = stat_of()
     version = getattr(target, "version", 2)
-    usage = int(target.memory_usage())
+    usage = int(target.memory_usage()) if usage is None else int(usage)
     out = {"usage": usage}
     for name, (v1, v2) in _KEYS.items():
         key = v1 if version == 1 else v2
