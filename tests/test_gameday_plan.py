@@ -454,3 +454,27 @@ def test_one_game_day_per_reports_folder(workdir: Path, tmp_path: Path) -> None:
     )
     assert [o.status for o in result.outcomes] == ["passed"], lines
     assert not (folder / ".gameday.lock").exists()
+
+
+def test_the_cronjob_runs_as_the_account_deploy_rbac_defines(workdir: Path) -> None:
+    """The ServiceAccount and namespace the CronJob names are the ones deploy/rbac.yaml creates
+    and binds, so `kubectl apply -f deploy/rbac.yaml` then the CronJob is all it takes."""
+    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()) if d]
+    accounts = {
+        (d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in docs
+        if d["kind"] == "ServiceAccount"
+    }
+    bound = {
+        (s.get("namespace"), s["name"])
+        for d in docs
+        if d["kind"] in {"ClusterRoleBinding", "RoleBinding"}
+        for s in d.get("subjects", [])
+        if s["kind"] == "ServiceAccount"
+    }
+    plan = load_plan(plan_file(workdir, {**base(), "kubernetes": {"image": "i:1"}}))
+    cron = list(yaml.safe_load_all(render_cronjob(plan)))[1]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    used = (cron["metadata"]["namespace"], pod["serviceAccountName"])
+    assert used == ("chaosmem", "chaosmem")
+    assert used in accounts and used in bound
