@@ -5,10 +5,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES ?= chromium wrk nginx-light
+DEB_PACKAGES ?= chromium wrk nginx-light qemu-system-x86 busybox-static cpio
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint bench clean
+.PHONY: setup deps demo test test-v2 lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +40,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-v2
+
+# The kernel tests again, on a real cgroup v2 kernel: Debian's kernel under qemu (tests/vm/lane.py;
+# the kernel and initramfs are cached in .cache/vm).
+test-v2: setup
+	$(PY) tests/vm/lane.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chaosmem tests bench
@@ -50,4 +56,4 @@ bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml
+	rm -rf $(VENV) .cache/vm build dist *.egg-info reports/*.html reports/*.md reports/*.xml

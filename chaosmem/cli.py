@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "chaosmem.stress.cli",
     "chaosmem.traffic.cli",
     "chaosmem.report.cli",
+    "chaosmem.doctor",
 )
 
 

@@ -34,6 +34,7 @@ def run_chaos(
     )
 
 
+@pytest.mark.kernel
 def test_local_oom_experiment_passes_and_cleans_up(tmp_path: Path) -> None:
     port = str(free_port())
     text = (REPO / "experiments" / "local-oom.json").read_text().replace("18931", port)
@@ -89,6 +90,7 @@ def wait_for_limit(group: Cgroup, value: int, proc: subprocess.Popen[bytes]) -> 
         time.sleep(0.05)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_restores_the_limit(
     tmp_path: Path, cgroup: Cgroup, sig: signal.Signals
@@ -107,6 +109,7 @@ def test_interrupted_run_restores_the_limit(
     assert [r["kind"] for r in extension["restored"]] == ["cgroup-limit"], output
 
 
+@pytest.mark.kernel
 def test_sigkilled_run_is_restored_by_chaosmem_rollback(tmp_path: Path, cgroup: Cgroup) -> None:
     cgroup.set_memory_limit(256 << 20)
     state = tmp_path / "state"

@@ -151,6 +151,14 @@ class Cgroup:
         )
         return value or 0
 
+    def memory_peak(self) -> int | None:
+        """The most the group was ever charged (v1 ``memory.max_usage_in_bytes``, v2
+        ``memory.peak``); None on a v2 kernel older than 5.19, which does not keep it."""
+        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        if self.version == 2 and not (self.path / name).exists():
+            return None
+        return _read_int(self._read(name)) or 0
+
     def oom_kill_count(self) -> int:
         """The kernel's count of OOM kills in this group (v2: including its descendants)."""
         text = self._read("memory.oom_control" if self.version == 1 else "memory.events")
