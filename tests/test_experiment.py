@@ -34,7 +34,6 @@ def run_chaos(
     )
 
 
-@pytest.mark.kernel
 def test_local_oom_experiment_passes_and_cleans_up(tmp_path: Path) -> None:
     port = str(free_port())
     text = (REPO / "experiments" / "local-oom.json").read_text().replace("18931", port)
@@ -90,8 +89,9 @@ def wait_for_limit(group: Cgroup, value: int, proc: subprocess.Popen[bytes]) -> 
         time.sleep(0.05)
 
 
-@pytest.mark.kernel
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGINT, marks=pytest.mark.kernel), signal.SIGTERM]
+)
 def test_interrupted_run_restores_the_limit(
     tmp_path: Path, cgroup: Cgroup, sig: signal.Signals
 ) -> None:

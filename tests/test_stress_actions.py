@@ -44,7 +44,6 @@ def test_oom_kill_under_a_tight_limit_is_a_result(cgroup: Cgroup, state: dict[st
     assert not Ledger(Path(state["chaosmem_state_dir"])).read().open(kind=STRESSOR_KIND)
 
 
-@pytest.mark.kernel
 def test_respawn_keeps_the_pressure_on_and_counts_kills(
     cgroup: Cgroup, state: dict[str, Any]
 ) -> None:

@@ -10,6 +10,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+dmesg -n 1  # keep kernel messages (each OOM kill) off the console the tests report on
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p; do
   insmod /lib/modules/$m.ko || echo "vm-init: insmod $m failed"
 done
