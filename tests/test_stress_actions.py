@@ -207,7 +207,6 @@ def test_sigkill_of_the_starting_process_leaves_no_stressor(
             proc.wait()
 
 
-@pytest.mark.kernel
 def test_chaosmem_rollback_stops_a_detached_stressor(cgroup: Cgroup, state: dict[str, Any]) -> None:
     proc, pids = start_child(cgroup, "detach")
     assert proc.wait(30) == 0
