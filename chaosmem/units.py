@@ -13,8 +13,6 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
-from kubernetes.utils.quantity import parse_quantity
-
 from chaosmem.errors import InvalidArgument
 
 __all__ = [
@@ -55,6 +53,10 @@ def parse_size(value: object, *, name: str, minimum: int = 0) -> int:
             raise InvalidArgument(
                 name, value, SIZE_EXPECTED + " ('m' is milli: did you mean 'Mi'?)"
             )
+        # NB: imported here, not at the top: `kubernetes` loads its whole client (about a second,
+        # far more under qemu) and every stressor and `chaosmem` command imports this module.
+        from kubernetes.utils.quantity import parse_quantity
+
         try:
             number = parse_quantity(text)
         except (ValueError, InvalidOperation, TypeError):
