@@ -178,7 +178,8 @@ JOB = """\
 # Written by tests/vm/lane.py; run by the guest's init inside the chroot of the host root.
 set -e
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export TMPDIR=/run/tmp HOME=/run/home PYTHONDONTWRITEBYTECODE=1 CHAOSMEM_VM_LANE=1
+export TMPDIR=/run/tmp HOME=/run/home PYTHONDONTWRITEBYTECODE=1
+export HYPOTHESIS_STORAGE_DIRECTORY=/run/tmp/hypothesis  # the checkout is read-only here
 mkdir -p "$HOME"
 unset CHAOSMEM_STATE_DIR CHAOSMEM_MOUNTINFO CHAOSMEM_RUN_ID
 # Where a CI runner's job runs on a systemd host: a leaf cgroup holding processes, inside a
