@@ -22,6 +22,7 @@ import pytest
 
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.placement import placement_for, release
+from tests.kube_double import kube  # noqa: F401  (the Kubernetes API double fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -51,5 +51,7 @@ def restore_memory_limit(
     rollback restores everything). A given target is resolved with the run's configuration, so a
     service target is found in ``chaosmem_state_dir``. Running it twice is harmless."""
     resolved = resolve_target(target, configuration) if target is not None else None
-    restored = restore_limits(Ledger(state_dir(configuration)), target=resolved)
+    restored = restore_limits(
+        Ledger(state_dir(configuration)), target=resolved, configuration=configuration
+    )
     return {"restored": restored, "count": len(restored)}
