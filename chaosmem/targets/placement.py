@@ -47,7 +47,7 @@ logger = logging.getLogger("chaostoolkit")
 
 @dataclass(frozen=True)
 class Placement:
-    """The cgroup under which chaosmem creates its children, whether it exists yet, and why."""
+    """The cgroup under which chaosmem creates its children, and why there."""
 
     path: Path
     version: int
@@ -104,7 +104,10 @@ def find_placement(own: Path | None = None) -> Placement:
     if path == mount:
         return Placement(mount, 2, "no place found", problem=_namespace_problem(mount))
     # NB: our own cgroup holds at least this process, so it can never delegate memory.
-    held = f"its own cgroup {path} holds processes (cgroup v2 lets only a cgroup without processes delegate memory)"
+    held = (
+        f"its own cgroup {path} holds processes (cgroup v2 lets only a cgroup without "
+        "processes delegate memory)"
+    )
     for candidate in path.parents:
         if candidate == mount or mount not in candidate.parents:
             break
@@ -181,7 +184,11 @@ def placement_for(
 
 
 def release(subtree: Path) -> None:
-    """Remove chaosmem's own sub-tree once it is empty; another run's children keep it."""
+    """Remove chaosmem's own sub-tree once it is empty; another run's children keep it.
+
+    NB: a second run that found the sub-tree a moment before this removes it fails to create its
+    child with a clear error (the directory is gone) and can simply be retried.
+    """
     if subtree.name != SUBTREE:
         return
     with contextlib.suppress(OSError):

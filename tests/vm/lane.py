@@ -157,6 +157,9 @@ def ensure_assets() -> Assets:
         raise SystemExit(f"vm-lane: missing {', '.join(missing)}; run `make deps`")
     CACHE.mkdir(parents=True, exist_ok=True)
     package = kernel_package()
+    if package is None and not _cached_packages():  # a fresh machine without apt lists
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        package = kernel_package()
     if package is None:
         cached = _cached_packages()
         if not cached:
@@ -165,6 +168,9 @@ def ensure_assets() -> Assets:
     kernel_dir = CACHE / package
     if not (kernel_dir / "vmlinuz").is_file():
         _unpack_kernel(package, kernel_dir)
+    for stale in _cached_packages():  # an older kernel Debian has since replaced
+        if stale != kernel_dir:
+            shutil.rmtree(stale, ignore_errors=True)
     digest = hashlib.sha256(INIT.read_bytes() + BUSYBOX.read_bytes()).hexdigest()[:12]
     initrd = kernel_dir / f"initrd-{digest}.gz"
     if not initrd.is_file():
