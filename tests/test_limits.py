@@ -88,8 +88,11 @@ def test_below_usage_v1_refuses_and_v2_oom_kills(cgroup: Cgroup, state: dict[str
     try:
         assert proc.stdout is not None and proc.stdout.read(2) == b"ok"
         if cgroup.version == 1:
-            with pytest.raises(LimitBusy, match="limit is unchanged"):
+            with pytest.raises(LimitBusy, match="limit is unchanged") as refused:
                 tighten_memory_limit(spec(cgroup), limit="32Mi", configuration=state)
+            # sizes a person reads, not raw bytes
+            assert "down to 32Mi (usage is " in str(refused.value)
+            assert "bytes" not in str(refused.value)
             assert cgroup.memory_limit() == 512 << 20
             assert proc.poll() is None  # nobody was killed
             read = Ledger(Path(state["chaosmem_state_dir"])).read()
@@ -112,9 +115,10 @@ def test_peak_is_what_the_group_was_charged_at_most(cgroup: Cgroup) -> None:
     """v1 ``memory.max_usage_in_bytes`` and v2 ``memory.peak`` (kernel 5.19+) mean the same."""
     proc = cgroup.spawn(["python3", "-c", HOG.format(mib=96)])
     assert proc.wait(timeout=60) == 0
-    peak = cgroup.memory_peak()
+    peak = cgroup.peak_usage()
     assert peak is not None, "this kernel keeps no peak (v2 before 5.19)"
-    assert peak >= 96 << 20 > cgroup.memory_usage()
+    assert peak[1] == ("memory.max_usage_in_bytes" if cgroup.version == 1 else "memory.peak")
+    assert peak[0] >= 96 << 20 > cgroup.memory_usage()
 
 
 @pytest.mark.parametrize(

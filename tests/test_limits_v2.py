@@ -77,10 +77,3 @@ def test_v2_child_delegates_the_memory_controller(v2_root: Path) -> None:
     parent.child("svc")
     assert (parent.path / "cgroup.subtree_control").read_text() == "+memory"
     assert (parent.path / "svc").is_dir()
-
-
-def test_v2_peak_is_unknown_before_kernel_5_19_and_read_after(v2_root: Path) -> None:
-    group = Cgroup.at(make_v2_group(v2_root / "orders"))
-    assert group.memory_peak() is None  # no memory.peak file: the kernel does not keep it
-    (group.path / "memory.peak").write_text(f"{300 << 20}\n")
-    assert group.memory_peak() == 300 << 20
