@@ -19,6 +19,7 @@ def samples(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r["kind"] == "sample"]
 
 
+@pytest.mark.kernel
 def test_samples_limit_usage_and_a_real_oom_kill(tmp_path: Path, cgroup: Cgroup) -> None:
     cgroup.set_memory_limit(64 << 20)
     spec = {"type": "cgroup", "path": str(cgroup.path)}
