@@ -172,3 +172,65 @@ def test_json_is_the_context(run: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["report", str(run), str(run), "--format", "json", "-o", "-"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["gameday"] is True and len(data["experiments"]) == 2 and data["verdict"] == "passed"
+
+
+def _json_probe(name: str, value: dict[str, object]) -> dict[str, object]:
+    """A real python probe returning ``value``: the stdlib's ``json.loads`` of its text."""
+    return {
+        "type": "probe",
+        "name": name,
+        "tolerance": {"type": "regex", "target": "verdict", "pattern": "^oom-killed$"},
+        "provider": {
+            "type": "python",
+            "module": "json",
+            "func": "loads",
+            "arguments": {"s": json.dumps(value)},
+        },
+    }
+
+
+def test_probe_outputs_lead_with_their_summary_and_fold_the_rest(tmp_path: Path) -> None:
+    """An output whose keys sort before ``summary``/``verdict`` and run past the report's
+    output cap: the cells show the verdict and summary (escaped), the full output is folded."""
+    summary = f"the kernel OOM-killed all 1 stressor(s) {XSS}"
+    output: dict[str, object] = {
+        "matched": 1,
+        "run": "r-1",
+        "stressors": [{"id": f"s{i}", "outcome": "oom-killed", "size": 1 << 20} for i in range(20)],
+        "verdict": "oom-killed",
+        "summary": summary,
+    }
+    code, journal = chaos_run(
+        tmp_path,
+        "outputs",
+        {
+            "title": "outputs people can read",
+            "description": "a probe output with a verdict and a summary",
+            "steady-state-hypothesis": {
+                "title": "the stressor was killed",
+                "probes": [_json_probe("stress-outcome", output)],
+            },
+            "method": [_json_probe("outcome-in-method", output)],
+        },
+    )
+    assert code == 0
+    report = build_report([journal])
+    html = render(report, "html")
+    escaped = (
+        "the kernel OOM-killed all 1 stressor(s) &lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;"
+    )
+    headline = f'<span class="headline">oom-killed: {escaped}</span>'
+    assert html.count(headline) == 2  # before and after, each one whole
+    assert html.count("<summary>full output</summary>") == 3  # before, after, the method row
+    folded = html.split("<summary>full output</summary>", 1)[1].split("</details>", 1)[0]
+    assert folded.startswith("<code>{&#34;verdict&#34;: &#34;oom-killed&#34;, &#34;summary&#34;")
+    assert "<script" not in html.lower()
+
+    markdown = render(report, "markdown")
+    md_escaped = "the kernel OOM-killed all 1 stressor(s) &lt;script&gt;alert('xss')&lt;/script&gt;"
+    row = next(line for line in markdown.splitlines() if line.startswith("| stress-outcome |"))
+    assert row.count(f"✅ oom-killed: {md_escaped}") == 2
+    assert "<details><summary>Full probe outputs</summary>" in markdown
+    assert '- stress-outcome (before): {"verdict": "oom-killed", "summary"' in markdown
+    assert "<details><summary>Full outputs</summary>" in markdown
+    assert XSS not in markdown
