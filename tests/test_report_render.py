@@ -234,3 +234,36 @@ def test_probe_outputs_lead_with_their_summary_and_fold_the_rest(tmp_path: Path)
     assert '- stress-outcome (before): {"verdict": "oom-killed", "summary"' in markdown
     assert "<details><summary>Full outputs</summary>" in markdown
     assert XSS not in markdown
+
+
+def _go_timeline(targets: bool) -> list[dict[str, object]]:
+    """Samples as the recorder writes them: the cgroup's figures (when ``targets``) and Go's."""
+    return [
+        {
+            "t": 10.0 + i,
+            "kind": "sample",
+            **(
+                {"targets": [{"name": "orders", "usage": (40 + i) << 20, "limit": 96 << 20}]}
+                if targets
+                else {}
+            ),
+            "go": {
+                "HeapInuse": (20 + i) << 20,
+                "HeapIdle": 8 << 20,
+                "HeapReleased": 2 << 20,
+                "Sys": (30 + i) << 20,
+                "NextGC": 48 << 20,
+            },
+        }
+        for i in range(10)
+    ]
+
+
+@pytest.mark.parametrize("targets", [True, False], ids=["with-cgroup", "go-only"])
+def test_go_memory_is_drawn_once_on_the_memory_chart(targets: bool) -> None:
+    charts = render_charts(thin(build_series(_go_timeline(targets), 10.0)))
+    drawn = {name: svg for name, svg in charts.items() if svg}
+    assert set(drawn) == {"memory"}  # no second chart repeating Go's lines
+    for line in ("Go HeapInuse", "Go HeapIdle", "Go HeapReleased", "Go Sys", "Go NextGC"):
+        assert drawn["memory"].count(f">{line}<") == 1, line
+    assert ("orders usage" in drawn["memory"]) is targets

@@ -1,7 +1,7 @@
 """Chart series -> inline SVG, drawn by pygal.
 
 Every chart is an ``XY`` chart against seconds since the run started, so the memory, traffic,
-replicas and Go charts line up when read top to bottom. pygal embeds a ``<script>`` holding its
+replicas and ratio charts line up when read top to bottom. pygal embeds a ``<script>`` holding its
 configuration (for its optional tooltip library, fetched from a CDN): both are removed, so the
 report is static, fetches nothing and runs no script. pygal builds the SVG with ElementTree, so
 series titles from the experiment (target names) are escaped like any XML text.
@@ -180,8 +180,12 @@ def _ticks(top: float, highest_limit: float | None) -> list[float] | None:
 
 
 def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = None) -> str | None:
+    """The cgroup's usage, working set and limit, the stressors, and Go's own view (when
+    recorded) on one axis: the gap between Go's figures and the cgroup's is the source article's
+    point, so Go gets no chart of its own."""
     rows = [r for r in series["targets"] if r["usage"] or r["limit"]]
-    if not rows and not series["stress"]:
+    go = {name: points for name, points in (series.get("go") or {}).items() if points}
+    if not rows and not series["stress"] and not go:
         return None
     kills = [
         (k["x"], k["usage"] / MIB)
@@ -193,7 +197,7 @@ def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = No
     tops = [p[1] for r in rows for p in r["usage"] + r["limit"]]
     tops += [p[1] for p in series["stress"]] + [k[1] * MIB for k in kills]
     tops += [r["peak_usage"] for r in rows if isinstance(r.get("peak_usage"), int | float)]
-    tops += [p[1] for points in series.get("go", {}).values() for p in points]
+    tops += [p[1] for points in go.values() for p in points]
     finite = [t for t in tops if math.isfinite(t)]
     top = max(finite, default=0.0) / MIB
     limits = [p[1] / MIB for r in rows for p in r["limit"] if math.isfinite(p[1])]
@@ -234,7 +238,7 @@ def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = No
             stroke_style={"width": 1.5, "dasharray": "2, 3"},
         )
     # NB: Go's own view on the same axis: the gap to the cgroup's usage is the article's point.
-    for index, (name, points) in enumerate(series.get("go", {}).items()):
+    for index, (name, points) in enumerate(go.items()):
         chart.add(
             f"Go {name}",
             _scaled(points, MIB),
@@ -314,15 +318,6 @@ def replicas_chart(series: dict[str, Any], xrange: tuple[float, float] | None = 
     return chart.render()
 
 
-def go_chart(series: dict[str, Any], xrange: tuple[float, float] | None = None) -> str | None:
-    if not series["go"]:
-        return None
-    chart = _Chart("Go runtime memory", "MiB", _mib, xrange=xrange)
-    for index, (name, points) in enumerate(series["go"].items()):
-        chart.add(name, _scaled(points, MIB), colour("line", index), stroke_style=_LINE)
-    return chart.render()
-
-
 def render_charts(series: dict[str, Any]) -> dict[str, str | None]:
     """The SVG of each chart by name (``None`` where the series has nothing to draw), all on one
     time axis."""
@@ -332,5 +327,4 @@ def render_charts(series: dict[str, Any]) -> dict[str, str | None]:
         "traffic": traffic_chart(series, xrange),
         "ratio": ratio_chart(series, xrange),
         "replicas": replicas_chart(series, xrange),
-        "go": go_chart(series, xrange),
     }
