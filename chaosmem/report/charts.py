@@ -36,6 +36,11 @@ _STYLE_BASE: dict[str, Any] = dict(
     legend_font_size=13,
     title_font_size=15,
     colors=("#1f6feb",),
+    # NB: light solid grid lines: pygal's default black dashes read as one more limit line.
+    guide_stroke_color="#e1e4e8",
+    major_guide_stroke_color="#d0d7de",
+    guide_stroke_dasharray="none",
+    major_guide_stroke_dasharray="none",
 )
 
 
@@ -60,12 +65,17 @@ COLOURS = {
     "no answer": ("#953800",),
     "other": ("#6e7781",),
     "ratio": ("#cf222e",),
-    "working set": ("#0969da", "#033d8b", "#80ccff"),
-    # Go's own view (HeapInuse, HeapIdle, HeapReleased, Sys, NextGC), drawn thin and dashed
-    "go": ("#1a7f37", "#bf8700", "#6e7781", "#8250df", "#953800"),
+    # NB: not a shade of usage's blue: the two lines run close and must be told apart.
+    "working set": ("#1b7c83", "#0b4f55", "#5fc4cc"),
+    # Go's own view, drawn thin and dashed; none of them stress's purple or the limit's red
+    "go": ("#1a7f37", "#bf8700", "#6e7781", "#e16f24", "#953800"),
     "prometheus": ("#953800", "#8250df", "#1a7f37"),
     "line": ("#1f6feb", "#1a7f37", "#8250df", "#bf8700", "#0a3069", "#953800", "#6e7781"),
 }
+
+
+#: Go's lines by name, so HeapInuse has one colour whatever else the service reported.
+GO_LINES = ("HeapInuse", "HeapIdle", "HeapReleased", "Sys", "NextGC")
 
 
 def colour(meaning: str, index: int = 0) -> str:
@@ -145,6 +155,8 @@ def as_steps(points: list[list[float]]) -> list[list[float]]:
 
 
 def _mib(y: float) -> str:
+    if y == 0:
+        return "0 MiB"
     return f"{y:,.0f} MiB" if y >= 10 else f"{y:,.1f} MiB"
 
 
@@ -242,7 +254,7 @@ def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = No
         chart.add(
             f"Go {name}",
             _scaled(points, MIB),
-            colour("go", index),
+            colour("go", GO_LINES.index(name) if name in GO_LINES else index),
             stroke_style={"width": 1, "dasharray": "4, 2"},
         )
     if kills:
