@@ -206,6 +206,10 @@ def test_probe_outputs_lead_with_their_summary_and_fold_the_rest(tmp_path: Path)
         {
             "title": "outputs people can read",
             "description": "a probe output with a verdict and a summary",
+            "controls": [
+                {"name": "chaosmem", "provider": {"type": "python", "module": "chaosmem.control"}}
+            ],
+            "configuration": {"chaosmem_state_dir": str(tmp_path / "state")},
             "steady-state-hypothesis": {
                 "title": "the stressor was killed",
                 "probes": [_json_probe("stress-outcome", output)],
@@ -225,6 +229,9 @@ def test_probe_outputs_lead_with_their_summary_and_fold_the_rest(tmp_path: Path)
     folded = html.split("<summary>full output</summary>", 1)[1].split("</details>", 1)[0]
     assert folded.startswith("<code>{&#34;verdict&#34;: &#34;oom-killed&#34;, &#34;summary&#34;")
     assert "<script" not in html.lower()
+    # the control recorded a timeline, just no memory target: say that, not "add the control"
+    assert "No memory target was watched in this run" in html
+    assert "add the <code>chaosmem.control</code> control" not in html
 
     markdown = render(report, "markdown")
     md_escaped = "the kernel OOM-killed all 1 stressor(s) &lt;script&gt;alert('xss')&lt;/script&gt;"
@@ -267,3 +274,18 @@ def test_go_memory_is_drawn_once_on_the_memory_chart(targets: bool) -> None:
     for line in ("Go HeapInuse", "Go HeapIdle", "Go HeapReleased", "Go Sys", "Go NextGC"):
         assert drawn["memory"].count(f">{line}<") == 1, line
     assert ("orders usage" in drawn["memory"]) is targets
+
+
+def test_a_series_of_one_sample_is_drawn_as_a_point() -> None:
+    """A replay shorter than a second writes one line: a line through one point draws nothing,
+    so the chart would look empty beside "10 requests sent"."""
+    timeline = [
+        {"t": 10.0, "kind": "sample"},
+        {
+            "t": 11.0,
+            "kind": "sample",
+            "traffic": {"seconds": 1, "sent": 10, "completed": 10, "status": {"200": 7, "503": 3}},
+        },
+    ]
+    svg = render_charts(thin(build_series(timeline, 10.0)))["traffic"]
+    assert svg is not None and svg.count('class="dot ') >= 2  # 2xx and 5xx, one point each

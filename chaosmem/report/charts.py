@@ -135,6 +135,8 @@ class _Chart:
         )
         chart.add_xml_filter(_drop_scripts)
         for title, points, _colour, extra in self.series:
+            if len(points) == 1:  # NB: a line through one point draws nothing: show the point
+                extra = {**extra, "show_dots": True, "dots_size": 4}
             chart.add(title, points, **extra)
         rendered: str = chart.render(is_unicode=True)
         return rendered
