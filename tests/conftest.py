@@ -19,12 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.placement import placement_for, release
 from tests.kube_double import kube  # noqa: F401  (the Kubernetes API double fixture)
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests assert what holds for every input, never how fast one example runs: on a
+# shared, loaded machine hypothesis's per-example deadline and its "too slow" health check fail
+# tests that are correct. Registered here, before any test module builds its ``@settings``, so
+# every one inherits it (a test naming its own ``suppress_health_check`` lists too_slow itself).
+SPEED_CHECKS = [HealthCheck.too_slow]
+settings.register_profile("chaosmem", deadline=None, suppress_health_check=SPEED_CHECKS)
+settings.load_profile("chaosmem")
 
 
 @pytest.fixture

@@ -12,6 +12,10 @@ from chaosmem.targets.cgroup import Cgroup
 
 MI = 1 << 20
 
+#: A hang guard, not a speed figure: long enough that only a hung test reaches it on a loaded
+#: machine (tests assert what happens, never how fast; ``bench/`` measures speed).
+HANG = 120.0
+
 
 @pytest.fixture(autouse=True)
 def no_stressor_outlives_the_test() -> Iterator[None]:
@@ -28,6 +32,12 @@ def wait_until(check: Callable[[], bool], *, timeout: float, every: float = 0.02
             return True
         time.sleep(every)
     return check()
+
+
+def wait_for(check: Callable[[], object], what: str, *, hang: float = HANG) -> None:
+    """Wait until ``check()`` holds; fail saying the test hung when it never does."""
+    if not wait_until(lambda: bool(check()), timeout=hang, every=0.05):
+        pytest.fail(f"hung: {what} did not happen in {hang:.0f} s (a hang guard, not a speed test)")
 
 
 def target_of(group: Cgroup) -> dict[str, str]:

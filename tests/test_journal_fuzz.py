@@ -174,7 +174,9 @@ def _render_all(path: Path) -> str:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(place=st.sampled_from(PLACES), value=JSON)
 def test_no_value_anywhere_crashes_the_report_or_passes_the_gate(

@@ -89,7 +89,10 @@ def test_own_cgroup_and_its_ancestors_are_refused(
     assert own_cgroup.memory_limit() is None or own_cgroup.memory_limit() > 64 << 20
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     spec=st.dictionaries(
         st.sampled_from(["type", "pid", "pidfile", "path", "name", "extra"]),
