@@ -272,7 +272,8 @@ def test_a_safeguard_stop_ends_the_game_day_and_the_rest_is_reported_not_run(
     assert skipped is not None and "safeguard" in skipped.get("message", "")
 
 
-def _wait_for(predicate: Any, seconds: float) -> bool:
+def _wait_for(predicate: Any, seconds: float = 120) -> bool:
+    """Whether ``predicate()`` came to hold; ``seconds`` is a hang guard, not a speed figure."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
@@ -318,8 +319,8 @@ def test_sigterm_mid_run_restores_reports_and_stops_the_game_day(
     )
     try:
         # wait until the run holds memory in the cgroup under the tightened limit
-        assert _wait_for(lambda: cgroup.pids() and cgroup.memory_limit() == 110 * 2**20, 60), (
-            "the run never tightened the limit and started its stressor"
+        assert _wait_for(lambda: cgroup.pids() and cgroup.memory_limit() == 110 * 2**20), (
+            "hung: the run never tightened the limit and started its stressor"
         )
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -331,7 +332,7 @@ def test_sigterm_mid_run_restores_reports_and_stops_the_game_day(
     assert "game day stopped: the game day was interrupted (SIGTERM) during slow" in out
     assert "[2/2]" not in out
     assert cgroup.memory_limit() == before
-    assert _wait_for(lambda: cgroup.pids() == [], 10)
+    assert _wait_for(lambda: cgroup.pids() == []), f"hung: {cgroup.pids()} still in the cgroup"
     for run_state in (state / "gamedays").glob("sigterm-*/*"):
         assert not Ledger(run_state).read().open()
     folder = tmp_path / "reports" / "sigterm"

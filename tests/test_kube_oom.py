@@ -19,10 +19,11 @@ SELECTOR = {
 UNNAMED = {"type": "pod", "namespace": "shop", "label_selector": "app=orders"}
 
 
-def wait_for(check: Any, timeout: float = 10.0) -> None:
+def wait_for(check: Any, timeout: float = 120.0) -> None:
+    """Wait until ``check()`` holds; ``timeout`` is a hang guard, not a speed figure."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, "condition not reached"
+        assert time.monotonic() < deadline, f"hung: condition not reached in {timeout:.0f} s"
         time.sleep(0.05)
 
 

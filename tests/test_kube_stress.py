@@ -30,10 +30,11 @@ def pod(kube: KubeDouble, cgroup: Cgroup) -> Cgroup:
     return cgroup
 
 
-def wait_for(check: Any, timeout: float = 30.0) -> None:
+def wait_for(check: Any, timeout: float = 120.0) -> None:
+    """Wait until ``check()`` holds; ``timeout`` is a hang guard, not a speed figure."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, "condition not reached"
+        assert time.monotonic() < deadline, f"hung: condition not reached in {timeout:.0f} s"
         time.sleep(0.05)
 
 

@@ -50,10 +50,10 @@ def test_cli_start_and_stop(tmp_path: Path) -> None:
             [*run, "stop", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=60
         )
     assert stopped.stdout.strip() == "stopped"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a hang guard, not a speed figure
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert not _alive(pid), f"hung: prometheus (pid {pid}) still runs 120 s after stop"
     assert (tmp_path / "data").is_dir()  # its TSDB lived in the workdir
     second = subprocess.run(
         [*run, "stop", "--workdir", str(tmp_path)], capture_output=True, text=True
