@@ -23,6 +23,8 @@ from tests.test_traffic_scale import _sessions_capture
 from tests.traffic_fixtures import write_timed_gor
 from tests.traffic_server import RecordingServer
 
+#: A hang guard, not a speed figure; the looping replay here is asked to last 10 minutes.
+HANG = 120
 SCALE = {"namespace": "shop", "pods": 3, "image": "registry.example/chaosmem:0.1"}
 
 
@@ -94,7 +96,7 @@ def test_rollback_deletes_a_running_replay_job(
     def replay() -> None:
         try:
             replay_traffic(
-                capture="t.gor", target_url=server.url, loop=True, duration="60s",
+                capture="t.gor", target_url=server.url, loop=True, duration="10m",
                 scale={**SCALE, "pods": 2, "capture_pvc": "captures", "start_delay": "0s"},
                 configuration=config,
             )  # fmt: skip
@@ -105,17 +107,17 @@ def test_rollback_deletes_a_running_replay_job(
         worker = threading.Thread(target=replay)
         worker.start()
         state = Path(config["chaosmem_state_dir"])
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG
         while time.monotonic() < deadline and not (kube_jobs.jobs and len(server.arrived) > 5):
             time.sleep(0.1)
-        assert kube_jobs.jobs, "the Job was not created"
+        assert kube_jobs.jobs and len(server.arrived) > 5, f"hung: no Job sending in {HANG} s"
         steps = rollback(state)
-        worker.join(60)
-    assert not worker.is_alive()
+        worker.join(HANG)
+    assert not worker.is_alive(), "hung: the replay outlived the rollback of its Job"
     done = next(s.done for s in steps if s.entry.kind == LEDGER_KIND)
     assert done is not None and done.endswith("deleted")
     assert not kube_jobs.jobs
-    kube_jobs.wait_pods(30)
+    kube_jobs.wait_pods(HANG)
     assert all(p.returncode is not None for p in kube_jobs.processes.values())
     assert failure and isinstance(failure[0], ChaosmemError)  # the replay says its Job is gone
 

@@ -36,6 +36,8 @@ from tests.traffic_fixtures import T0_NS, write_timed_gor
 from tests.traffic_server import RecordingServer
 
 REPO = Path(__file__).resolve().parent.parent
+#: A hang guard, not a speed figure; the looping replays here are asked to last 10 minutes.
+HANG = 120
 
 
 @pytest.fixture
@@ -370,11 +372,11 @@ def test_sigterm_stops_every_worker_and_writes_the_merged_summary(tmp_path: Path
     with RecordingServer() as server:
         proc = subprocess.Popen(
             [sys.executable, "-m", "chaosmem.cli", "replay", str(capture), "--target", server.url,
-             "--loop", "--duration", "60s", "--workers", "2", "--state-dir", str(state), "--json"],
+             "--loop", "--duration", "10m", "--workers", "2", "--state-dir", str(state), "--json"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + HANG
             shards: list[Path] = []
             while time.monotonic() < deadline:
                 shards = sorted(state.glob("replays/*/shards/*/summary.json"))
@@ -383,10 +385,10 @@ def test_sigterm_stops_every_worker_and_writes_the_merged_summary(tmp_path: Path
                 ):
                     break
                 time.sleep(0.1)
-            assert len(shards) == 2, "the workers did not start sending"
+            assert len(shards) == 2, f"hung: the workers did not start sending in {HANG} s"
             pids = [json.loads(p.read_text())["pid"] for p in shards]
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=HANG)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -406,11 +408,11 @@ def test_a_background_replay_with_workers_stops_as_one(
     capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
     with RecordingServer() as server:
         started = replay_traffic(
-            capture=str(capture), target_url=server.url, loop=True, duration="60s", workers=2,
+            capture=str(capture), target_url=server.url, loop=True, duration="10m", workers=2,
             wait=False, configuration=config,
         )  # fmt: skip
         out = Path(started["results"])
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG
         pids: list[int] = []
         while time.monotonic() < deadline:
             shards = sorted(out.glob("shards/*/summary.json"))
@@ -418,7 +420,7 @@ def test_a_background_replay_with_workers_stops_as_one(
                 pids = [json.loads(p.read_text())["pid"] for p in shards]
                 break
             time.sleep(0.1)
-        assert len(pids) == 2, "the workers did not start sending"
+        assert len(pids) == 2, f"hung: the workers did not start sending in {HANG} s"
         live = replay_summary(configuration=config)
         assert live["state"] == "running" and live["workers"] == 2
         result = stop_traffic_replay(configuration=config)
@@ -498,11 +500,11 @@ def test_a_worker_killed_mid_replay_fails_the_replay_and_says_which(tmp_path: Pa
     with RecordingServer() as server:
         proc = subprocess.Popen(
             [sys.executable, "-m", "chaosmem.cli", "replay", str(capture), "--target", server.url,
-             "--loop", "--duration", "60s", "--workers", "2", "--state-dir", str(state), "--json"],
+             "--loop", "--duration", "10m", "--workers", "2", "--state-dir", str(state), "--json"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + HANG
             shards: list[Path] = []
             while time.monotonic() < deadline:
                 shards = sorted(state.glob("replays/*/shards/*/summary.json"))
@@ -511,12 +513,12 @@ def test_a_worker_killed_mid_replay_fails_the_replay_and_says_which(tmp_path: Pa
                 ):
                     break
                 time.sleep(0.1)
-            assert len(shards) == 2, "the workers did not start sending"
+            assert len(shards) == 2, f"hung: the workers did not start sending in {HANG} s"
             victim = json.loads(shards[0].read_text())["pid"]
             os.kill(victim, signal.SIGKILL)
             time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
-            out, _err = proc.communicate(timeout=30)
+            out, _err = proc.communicate(timeout=HANG)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -78,6 +78,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # NB: socketserver's default listen backlog is 5; a replayer opening its connections at once
+    # overflows it when the accepting thread is slow (a loaded machine), and the kernel's SYN-ACK
+    # retries (1 s, 3 s, ...) then turn into request timeouts that say nothing about the replayer.
+    request_queue_size = 1024
 
     def __init__(
         self, mode: str, status_for: Callable[[int], int], delay: float, keep_bodies: bool = True
