@@ -78,7 +78,7 @@ class OrdersService:
         return self.proc.pid
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a hang guard, not a speed figure
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"orders exited {self.proc.returncode}: {self.log.read_text()}")
@@ -87,7 +87,7 @@ class OrdersService:
                     return
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"orders not ready: {self.log.read_text()}")
+        raise RuntimeError(f"hung: orders not ready in 120 s: {self.log.read_text()}")
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -65,11 +65,15 @@ class MixExporter:
         self.t0 = time.time()
 
     def body(self) -> str:
-        elapsed = time.time() - self.t0
+        # NB: each sample carries the time its value was computed for, so Prometheus's rate()
+        # sees exactly ``rate`` however late a loaded machine answers or stamps the scrape.
+        now = time.time()
+        elapsed, stamp = now - self.t0, int(now * 1000)
         lines = ["# TYPE http_requests_total counter"]
         for (code, handler), rate in sorted(self.rates.items()):
+            value = rate * elapsed
             lines.append(
-                f'http_requests_total{{code="{code}",handler="{handler}"}} {rate * elapsed:.3f}'
+                f'http_requests_total{{code="{code}",handler="{handler}"}} {value:.3f} {stamp}'
             )
         return "\n".join(lines) + "\n"
 
@@ -82,7 +86,8 @@ class FileExporter:
         return self.path.read_text()
 
 
-def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
+def wait_for(predicate: Any, timeout: float = 120.0, what: str = "condition") -> None:
+    """Wait until ``predicate()`` holds; ``timeout`` is a hang guard, not a speed figure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -91,7 +96,7 @@ def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> 
         except Exception:
             pass
         time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
+    pytest.fail(f"hung: waited {timeout:.0f} s for {what}")
 
 
 @contextmanager
