@@ -175,9 +175,9 @@ def _refused_replay_peak(tmp_path: Path, count: int) -> tuple[dict[str, Any], in
     tracemalloc.start()
     try:
         summary = replay_traffic(
-            capture=str(capture), target_url=refused_url(), rate=8000, timeout="200ms",
+            capture=str(capture), target_url=refused_url(), rate=8000, timeout="60s",
             configuration=config,
-        )  # fmt: skip
+        )  # fmt: skip  (NB: a long timeout: a refusal is a refusal, however late it is seen)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
