@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.interrupts import Interrupt, take_interrupts
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
 from chaosmem.rollback import rollback
@@ -50,12 +51,17 @@ __all__ = [
     "after_experiment_control",
     "before_activity_control",
     "before_experiment_control",
+    "before_rollback_control",
     "cleanup_control",
     "configure_control",
 ]
 
 logger = logging.getLogger("chaostoolkit")
 EXTENSION_NAME = "chaosmem"
+
+
+#: How many times the control tries to start an OOM watcher on one cgroup before it gives up.
+WATCH_ATTEMPTS = 3
 
 
 @dataclass
@@ -67,18 +73,26 @@ class _Run:
     specs: list[dict[str, Any]]
     recorder: Recorder
     watchers: dict[str, OomWatcher] = field(default_factory=dict)
+    watch_failures: dict[str, int] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    phase: str = "method"
+    interrupted: Interrupt | None = None
+    interrupted_activity: str | None = None
+    restored: list[dict[str, Any]] | None = None
 
     def mark(self, event: str, **fields: Any) -> None:
-        self.recorder.mark(event, **fields)
-
-    def on_kill(self, kill: OomEvent) -> None:
-        self.mark("oom-kill", cgroup=kill.cgroup, count=kill.count, at=kill.at)
+        """Note a moment on the timeline; a failing write (a full disk) is logged, not raised:
+        nothing the recording does may keep the run from its restore."""
+        try:
+            self.recorder.mark(event, **fields)
+        except Exception as exc:
+            logger.warning("chaosmem: could not record %s: %s", event, exc)
 
     def watch_targets(self) -> None:
         """Start an OOM watcher on every local target that can be resolved now (services appear
-        during the method, so this is retried after each activity; background activities end on
-        pool threads, hence the lock)."""
+        during the method, so this is retried after each activity, at most
+        :data:`WATCH_ATTEMPTS` times per cgroup; background activities end on pool threads,
+        hence the lock)."""
         with self.lock:
             specs = list(self.specs)
         for spec in specs:
@@ -86,34 +100,83 @@ class _Run:
                 target = resolve_target(spec, self.configuration)
             except ChaosmemError:
                 continue
+            key = str(getattr(target, "path", ""))
             with self.lock:
-                if not isinstance(target, Cgroup) or str(target.path) in self.watchers:
+                if (
+                    not isinstance(target, Cgroup)
+                    or key in self.watchers
+                    or self.watch_failures.get(key, 0) >= WATCH_ATTEMPTS
+                ):
                     continue
                 try:
-                    self.watchers[str(target.path)] = OomWatcher(
-                        target, on_kill=self.on_kill
-                    ).start()
-                except ChaosmemError as exc:
-                    logger.debug("chaosmem: cannot watch %s for OOM kills: %s", target.path, exc)
+                    self.watchers[key] = OomWatcher(target, on_kill=self._on_kill(spec)).start()
+                except (ChaosmemError, OSError) as exc:
+                    self.watch_failures[key] = failures = self.watch_failures.get(key, 0) + 1
+                    level = logging.WARNING if failures == WATCH_ATTEMPTS else logging.DEBUG
+                    logger.log(
+                        level,
+                        "chaosmem: cannot watch %s for OOM kills (attempt %d of %d): %s",
+                        target.path, failures, WATCH_ATTEMPTS, exc,
+                    )  # fmt: skip
+
+    def _on_kill(self, spec: dict[str, Any]) -> Callable[[OomEvent], None]:
+        def record(kill: OomEvent) -> None:
+            self.mark("oom-kill", target=spec, cgroup=kill.cgroup, count=kill.count, at=kill.at)
+
+        return record
 
     def finish(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Undo what the run left open, stop watching and recording; returns (restored, timeline)."""
-        for watcher in self.watchers.values():
-            watcher.check_now()  # a last look: kills just before the end still count
-            watcher.stop()
-        self.watchers.clear()
-        timeline = self.recorder.stop()
+        """Restore first, then tidy up; returns (restored, timeline).
+
+        The restore comes first and runs whatever the watchers or the recorder do (raise, block)
+        afterwards: the OOM counters are only *read* before it (a service's cgroup is gone after
+        it), and the kills they show are recorded once the watchers' threads have stopped.
+        Every wait is bounded. Safe to call again: a second call restores what the first could
+        not reach and finds nothing left to tidy.
+        """
+        with self.lock:
+            watchers = list(self.watchers.values())
+        counts = [_quietly(w.count_now) for w in watchers]
+        try:
+            self.restored = self._restore()
+        finally:
+            timeline = self._tidy(watchers, counts)
+        return self.restored, timeline
+
+    def _restore(self) -> list[dict[str, Any]]:
         steps = rollback(self.base, run=self.id)
         for step in steps:
             if step.ok:
                 logger.info("chaosmem: %s", step.done)
             else:
                 logger.error("chaosmem: could not undo %s: %s", step.entry.describe(), step.error)
-        restored = [
+        return [
             {"kind": s.entry.kind, "target": s.entry.target, "done": s.done, "error": s.error}
             for s in steps
         ]
-        return restored, timeline
+
+    def _tidy(self, watchers: list[OomWatcher], counts: list[int | None]) -> list[dict[str, Any]]:
+        """Stop the watchers (thread first, then the last look) and the recorder; never raises."""
+        with self.lock:
+            self.watchers.clear()
+        for index, watcher in enumerate(watchers):
+            try:
+                watcher.stop()
+                watcher.check_now(at_least=counts[index] if index < len(counts) else None)
+            except Exception as exc:
+                logger.warning("chaosmem: OOM watcher of %s: %s", watcher.group.path, exc)
+        try:
+            return self.recorder.stop()
+        except Exception as exc:
+            logger.warning("chaosmem: the timeline could not be closed: %s", exc)
+            return []
+
+
+def _quietly(read: Callable[[], int | None]) -> int | None:
+    try:
+        return read()
+    except Exception:
+        return None
 
 
 _current: _Run | None = None
@@ -166,6 +229,7 @@ def before_experiment_control(
     **arguments: Any,
 ) -> None:
     global _current
+    take_interrupts()  # NB: what stopped an earlier run in this process is not this run's
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     base = state_dir(configuration)
     directory = base / "runs" / run_id
@@ -233,13 +297,31 @@ def before_activity_control(context: dict[str, Any], **arguments: Any) -> None:
 
 
 def after_activity_control(context: dict[str, Any], state: Any = None, **arguments: Any) -> None:
-    if _current is None:
+    """Note the activity's end; when a signal stopped it (:mod:`chaosmem.interrupts`), end the
+    run here: Chaos Toolkit's provider has turned the interrupt into a failed activity and would
+    go on with the next one."""
+    run = _current
+    if run is None:
         return
     status = state.get("status") if isinstance(state, Mapping) else None
-    _current.mark(
-        "activity-end", name=context.get("name"), activity_type=context.get("type"), status=status
-    )
-    _current.watch_targets()
+    name = context.get("name")
+    run.mark("activity-end", name=name, activity_type=context.get("type"), status=status)
+    run.watch_targets()
+    caught = take_interrupts()
+    if not caught:
+        return
+    first = caught[0]
+    if run.interrupted is None:
+        run.interrupted = first
+        run.interrupted_activity = str(name)
+    run.mark("interrupted", signal=first.signal, activity=name, work=first.work)
+    if run.phase != "rollback":  # NB: raised from a rollback it would skip the journal's end
+        raise InterruptExecution(f"chaosmem: {first.signal} stopped {name!r}; ending the run")
+
+
+def before_rollback_control(context: Any = None, **arguments: Any) -> None:
+    if _current is not None:
+        _current.phase = "rollback"
 
 
 def after_experiment_control(
@@ -248,9 +330,11 @@ def after_experiment_control(
     configuration: Configuration = None,
     **arguments: Any,
 ) -> None:
-    """Restore everything the run left changed and add what happened to the journal."""
+    """Restore everything the run left changed and add what happened to the journal.
+
+    The run stays reachable (for :func:`cleanup_control`) until its restore has run."""
     global _current
-    run, _current = _current, None
+    run = _current
     if run is None:
         return
     try:
@@ -258,30 +342,43 @@ def after_experiment_control(
             "experiment-end", status=state.get("status") if isinstance(state, Mapping) else None
         )
         restored, timeline = run.finish()
+        _current = None
     finally:
         set_current_run(None)
+    late = take_interrupts()
+    if run.interrupted is None and late:
+        run.interrupted, run.interrupted_activity = late[0], None
     if isinstance(state, dict):
         marks = [r for r in timeline if r.get("kind") == "mark"]
-        state.setdefault("extensions", []).append(
-            {
-                "name": EXTENSION_NAME,
-                "run": run.id,
-                "state_dir": str(run.base),
-                "targets": run.specs,
-                "timeline": timeline,
-                "oom_kills": [m for m in marks if m["event"] == "oom-kill"],
-                "restored": restored,
+        extension: dict[str, Any] = {
+            "name": EXTENSION_NAME,
+            "run": run.id,
+            "state_dir": str(run.base),
+            "targets": run.specs,
+            "timeline": timeline,
+            "oom_kills": [m for m in marks if m["event"] == "oom-kill"],
+            "restored": restored,
+        }
+        if run.interrupted is not None:
+            # NB: whatever Chaos Toolkit made of it, a signal ended this run: the gate fails it.
+            state["status"] = "interrupted"
+            extension["interrupted"] = {
+                "signal": run.interrupted.signal,
+                "activity": run.interrupted_activity,
+                "work": run.interrupted.work,
+                "at": run.interrupted.at,
             }
-        )
+        state.setdefault("extensions", []).append(extension)
 
 
 def cleanup_control(**arguments: Any) -> None:
     """Last resort: if the run ended without ``after_experiment_control`` (an error inside Chaos
     Toolkit itself), restore here."""
     global _current
-    run, _current = _current, None
+    run = _current
     if run is not None:
         try:
             run.finish()
+            _current = None
         finally:
             set_current_run(None)

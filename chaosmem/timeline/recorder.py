@@ -16,6 +16,7 @@ leaves its timeline beside the ledger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -36,13 +37,16 @@ logger = logging.getLogger("chaostoolkit")
 TIMELINE_FILE = "timeline.jsonl"
 #: Below this the recorder itself would become the load being measured.
 MIN_INTERVAL = 0.05
+#: How long stop() waits for the last sample and the sources' teardown (seconds).
+STOP_TIMEOUT = 5.0
 
 
 class Recorder:
     """Samples ``targets`` every ``interval`` seconds into ``directory/timeline.jsonl``.
 
     ``sources`` replaces the registered sources (tests, benchmarks); ``resolve`` replaces
-    ``chaosmem.targets.resolve_target`` for the built-in targets source.
+    ``chaosmem.targets.resolve_target`` for the built-in targets source. A source may have a
+    ``close()``, called once after the last sample (a client to close, say).
     """
 
     def __init__(
@@ -82,6 +86,9 @@ class Recorder:
         self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._finished = threading.Event()
+        self._stopped = False
+        self.stalled = False
         self._thread: threading.Thread | None = None
         self._file: IO[str] | None = None
         self.samples = 0
@@ -92,7 +99,7 @@ class Recorder:
         return self.directory / TIMELINE_FILE
 
     def _open(self) -> None:
-        if self._file is None:
+        if self._file is None and not self._stopped:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._file = self.path.open("a", encoding="utf-8")
 
@@ -103,10 +110,15 @@ class Recorder:
             if self._file is not None:
                 self._file.write(line + "\n")
                 self._file.flush()
+            elif self._stopped:
+                # NB: a late mark (an OOM watcher's last callback) still reaches the file, but
+                # opens it only for this line: nothing is left open after stop().
+                with contextlib.suppress(OSError), self.path.open("a", encoding="utf-8") as late:
+                    late.write(line + "\n")
 
     def start(self) -> None:
         """Take a first sample now, then one every ``interval`` on a daemon thread."""
-        if self._thread is not None:
+        if self._thread is not None or self._stopped:
             return
         self._open()
         if self._given_sources is not None:
@@ -126,12 +138,25 @@ class Recorder:
 
     def _run(self) -> None:
         next_at = time.monotonic() + self.interval
-        while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
+        try:
+            while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
+                self._sample()
+                next_at += self.interval
+                # NB: after a long stall (a suspended VM), skip the missed ticks, don't burst.
+                if next_at < time.monotonic():
+                    next_at = time.monotonic() + self.interval
+            # The last sample and the sources' teardown run here, on this thread: a source that
+            # hangs or raises then holds up only this thread, and stop() waits a bounded time.
             self._sample()
-            next_at += self.interval
-            # NB: after a long stall (a suspended VM), skip the missed ticks instead of bursting.
-            if next_at < time.monotonic():
-                next_at = time.monotonic() + self.interval
+            for source in self._sources:
+                close = getattr(source, "close", None)
+                if callable(close):
+                    try:
+                        close()
+                    except Exception as exc:
+                        logger.warning("chaosmem timeline: closing %r failed: %s", source.key, exc)
+        finally:
+            self._finished.set()
 
     def _sample(self) -> None:
         cpu = time.thread_time()
@@ -151,16 +176,27 @@ class Recorder:
         """Note a moment (``activity-start``, ``activity-end``, ``oom-kill`` …) as of now."""
         if not isinstance(event, str) or not event:
             raise InvalidArgument("event", event, "a non-empty string")
-        self._open()
+        with self._lock:
+            self._open()
         self._append({**fields, "t": time.time(), "kind": "mark", "event": event})
 
-    def stop(self) -> list[dict[str, Any]]:
-        """Stop sampling (after one last sample) and return every record, oldest first."""
-        if self._thread is not None:
+    def stop(self, *, timeout: float = STOP_TIMEOUT) -> list[dict[str, Any]]:
+        """Stop sampling (after one last sample) and return every record, oldest first.
+
+        Waits at most ``timeout`` seconds for the sampling thread's last sample and its sources'
+        teardown; a source that hangs past it is left behind on its daemon thread (and said so
+        in the stats record), it does not hold up the caller. Safe to call again.
+        """
+        thread, self._thread = self._thread, None
+        if thread is not None:
             self._stopping.set()
-            self._thread.join()
-            self._thread = None
-            self._sample()
+            if not self._finished.wait(timeout):
+                logger.warning(
+                    "chaosmem timeline: a source did not finish within %gs; its last sample "
+                    "is missing",
+                    timeout,
+                )
+                self.stalled = True
             self._append(
                 {
                     "t": time.time(),
@@ -168,11 +204,14 @@ class Recorder:
                     "samples": self.samples,
                     "cpu_seconds": round(self.cpu_seconds, 6),
                     "interval": self.interval,
+                    **({"stalled": True} if self.stalled else {}),
                 }
             )
         with self._lock:
+            self._stopped = True
             if self._file is not None:
-                self._file.close()
+                with contextlib.suppress(OSError):
+                    self._file.close()
                 self._file = None
             return sorted(self._records, key=lambda r: float(r["t"]))
 

@@ -33,13 +33,10 @@ The replay ends when the schedule is exhausted and nothing is in flight, at ``du
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import ssl
 import sys
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -48,6 +45,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from chaosmem.interrupts import stop_on_signals
 from chaosmem.traffic.capture import CaptureStats
 from chaosmem.traffic.histogram import Histogram
 from chaosmem.traffic.options import ReplayOptions
@@ -611,9 +609,10 @@ def run_replay(
 ) -> dict[str, Any]:
     """Run a replay to its end in this thread, results in ``STATE/replays/<id>``; the summary.
 
-    SIGTERM (when this is the main thread) stops it gracefully: the summary is still written,
-    with ``"state": "stopped"``. SIGINT does the same and then raises ``KeyboardInterrupt``,
-    so ``chaos run`` still sees the interrupt.
+    SIGTERM or SIGINT (when this is the main thread) stops it gracefully: the summary is still
+    written, with ``"state": "stopped"``; then the signal goes on to the handler that was in place
+    before (``KeyboardInterrupt`` for SIGINT, Chaos Toolkit's interrupt for SIGTERM), see
+    :mod:`chaosmem.interrupts`.
     """
     rid = replay_id or new_replay_id()
     out = replay_dir(state, rid)
@@ -624,19 +623,17 @@ def run_replay(
     replayer = Replayer(options, replay_id=rid, out_dir=out, progress=stream)
 
     async def main() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        if threading.current_thread() is threading.main_thread():
-            loop.add_signal_handler(signal.SIGTERM, replayer.stop)
-        try:
-            if on_start is not None:
-                on_start(replayer)
-            return await replayer.run()
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(signal.SIGTERM)
+        if on_start is not None:
+            on_start(replayer)
+        return await replayer.run()
 
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
+    # NB: the handlers are ours only while the replay runs; Chaos Toolkit's come back after it.
+    with (
+        asyncio.Runner(loop_factory=_new_loop) as runner,
+        stop_on_signals(
+            lambda: runner.get_loop().call_soon_threadsafe(replayer.stop), work="replay_traffic"
+        ),
+    ):
         summary = runner.run(main())
     if stream is not None:
         stream.write("\n")

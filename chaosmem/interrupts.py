@@ -1,0 +1,108 @@
+"""SIGTERM and SIGINT during a blocking activity: stop the work at once, then hand the signal on.
+
+Why this exists: ``chaos run`` turns SIGTERM into an ``InterruptExecution`` raised wherever the
+main thread is. Inside an activity, Chaos Toolkit's Python provider catches it as any other
+exception and records a *failed activity*, and the run goes on to end ``completed``; a blocking
+activity that installs its own handler and later removes it leaves the default one behind, and
+the next SIGTERM kills ``chaos run`` before any control can restore anything.
+
+So a blocking activity (a foreground replay, a ``wait: true`` stressor) runs its wait inside
+:func:`stop_on_signals`, which
+
+* remembers the handlers in place (Chaos Toolkit's, Python's ``default_int_handler``, …),
+* on SIGTERM/SIGINT asks the work to stop (``stop`` must not block: it is called from the
+  signal handler) and notes the interrupt in this process (:func:`take_interrupts`),
+* puts the remembered handlers back, whatever happens, and once the work has stopped calls the
+  remembered handler with the signal, so whoever owned it sees it (``KeyboardInterrupt`` for
+  SIGINT, Chaos Toolkit's ``InterruptExecution`` for SIGTERM). A second signal while the work is
+  still stopping goes to the remembered handler at once (SIG_DFL: the process ends).
+
+The chaosmem control reads :func:`take_interrupts` after each activity and interrupts the run,
+which Chaos Toolkit's provider would not do by itself. Outside the main thread (signals are
+only delivered there) nothing is installed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+__all__ = ["Interrupt", "stop_on_signals", "take_interrupts"]
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """A signal that stopped a blocking activity: its name, what it stopped, and when."""
+
+    signal: str
+    work: str
+    at: float
+
+
+_seen: list[Interrupt] = []
+_seen_lock = threading.Lock()
+
+
+def take_interrupts() -> list[Interrupt]:
+    """The interrupts noted since the last call, oldest first (and forget them)."""
+    with _seen_lock:
+        taken = list(_seen)
+        _seen.clear()
+    return taken
+
+
+Handler = Callable[[int, FrameType | None], object] | int | None
+
+
+@contextmanager
+def stop_on_signals(stop: Callable[[], object], *, work: str) -> Iterator[None]:
+    """Run the block with SIGTERM/SIGINT calling ``stop()``; hand the signal on after it.
+
+    ``work`` names what is stopped (``"replay_traffic"``), for the record. When the block
+    raises, its exception wins and the signal is not handed on (it was noted all the same).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Handler] = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    caught: list[int] = []
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            # NB: getsignal() gives None for a handler not installed from Python; SIG_DFL is
+            # the closest we can put back.
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if caught:  # a second signal: the stop is taking too long, the owner acts now
+            restore()
+            signal.raise_signal(signum)
+            return
+        caught.append(signum)
+        with _seen_lock:
+            _seen.append(Interrupt(signal.Signals(signum).name, work, time.time()))
+        stop()
+
+    for sig in SIGNALS:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        restore()
+    if caught:
+        _hand_on(previous.get(caught[0]), caught[0], None)
+
+
+def _hand_on(handler: Handler, signum: int, frame: FrameType | None) -> None:
+    """Call a Python-level handler as the kernel would have. With SIG_DFL or SIG_IGN the stop is
+    the outcome: the work ended cleanly and returns its result (``chaosmem replay`` prints its
+    summary)."""
+    if callable(handler):
+        handler(signum, frame)

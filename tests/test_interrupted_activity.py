@@ -1,0 +1,177 @@
+"""Real `chaos run`: SIGTERM or SIGINT during (and after) a blocking chaosmem activity.
+
+A foreground replay or a ``wait: true`` stressor stops at once, the run ends ``interrupted``
+(so ``chaosmem gate`` fails it), the activities after it do not run, and the control restores
+the tightened limit. After a foreground replay, Chaos Toolkit's own SIGTERM handler is back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaosmem.ledger import Ledger
+from chaosmem.targets.cgroup import Cgroup
+from tests.conftest import REPO
+from tests.traffic_fixtures import write_timed_gor
+from tests.traffic_server import RecordingServer
+
+CHAOS = str(Path(sys.executable).parent / "chaos")
+CHAOSMEM = str(Path(sys.executable).parent / "chaosmem")
+CONTROL = {"name": "chaosmem", "provider": {"type": "python", "module": "chaosmem.control"}}
+
+
+def _action(name: str, module: str, func: str, **arguments: Any) -> dict[str, Any]:
+    return {
+        "type": "action",
+        "name": name,
+        "provider": {"type": "python", "module": module, "func": func, "arguments": arguments},
+    }
+
+
+def _experiment(tmp_path: Path, group: Cgroup, blocking: dict[str, Any]) -> Path:
+    experiment = {
+        "title": "a blocking activity under a tight limit",
+        "description": "the test interrupts it",
+        "configuration": {"chaosmem_target": {"type": "cgroup", "path": str(group.path)}},
+        "controls": [CONTROL],
+        "method": [
+            _action("tighten", "chaosmem.limits.actions", "tighten_memory_limit", limit="64Mi"),
+            blocking,
+            _action("never", "os", "mkdir", path=str(tmp_path / "never-reached")),
+        ],
+        "rollbacks": [],
+    }
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(experiment))
+    return path
+
+
+def _start(experiment: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CHAOSMEM_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [CHAOS, "--no-log-file", "run", "--journal-path", str(tmp_path / "journal.json"),
+         str(experiment)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
+def _summaries(state: Path) -> list[dict[str, Any]]:
+    found = []
+    for path in (state / "replays").glob("*/summary.json"):
+        try:
+            found.append(json.loads(path.read_text()))
+        except ValueError:
+            pass  # being replaced
+    return found
+
+
+def _check_interrupted(
+    proc: subprocess.Popen[bytes], tmp_path: Path, group: Cgroup, sig: signal.Signals
+) -> tuple[dict[str, Any], str]:
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=60)[0].decode()
+    took = time.monotonic() - sent
+    assert proc.returncode != -sig, f"chaos run died of {sig.name}: {output}"
+    assert group.memory_limit() == 256 << 20, output  # restored by the control
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    assert journal["status"] == "interrupted", output
+    assert [r["activity"]["name"] for r in journal["run"]][-1] != "never", output
+    assert not (tmp_path / "never-reached").exists(), output
+    extension = next(e for e in journal["extensions"] if e["name"] == "chaosmem")
+    assert "cgroup-limit" in [r["kind"] for r in extension["restored"]], output
+    assert not Ledger(tmp_path / "state").read().open(), output
+    gate = subprocess.run(
+        [CHAOSMEM, "gate", str(tmp_path / "journal.json")], capture_output=True, text=True
+    )
+    assert gate.returncode != 0, gate.stdout
+    print(f"{sig.name}: chaos run ended {took:.2f}s after the signal")
+    return extension, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_a_foreground_replay_interrupts_the_run(
+    tmp_path: Path, cgroup: Cgroup, sig: signal.Signals
+) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    capture = write_timed_gor(tmp_path / "two.gor", count=2, span_s=0.2)
+    with RecordingServer() as server:
+        replay = _action(
+            "replay", "chaosmem.traffic.actions", "replay_traffic", capture=str(capture),
+            target_url=server.url, loop=True, duration="60s",
+        )  # fmt: skip
+        proc = _start(_experiment(tmp_path, cgroup, replay), tmp_path)
+        _wait("requests arrive", lambda: len(server.arrived) > 2, proc)
+        assert cgroup.memory_limit() == 64 << 20
+        extension, output = _check_interrupted(proc, tmp_path, cgroup, sig)
+    (summary,) = _summaries(tmp_path / "state")
+    assert summary["state"] == "stopped", summary  # stopped at once, its summary written
+    assert summary["duration_s"] < 30, summary
+    assert extension["interrupted"]["signal"] == sig.name, output
+
+
+def test_sigterm_after_a_foreground_replay_reaches_chaos_toolkit(
+    tmp_path: Path, cgroup: Cgroup
+) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    capture = write_timed_gor(tmp_path / "two.gor", count=2, span_s=0.2)
+    with RecordingServer() as server:
+        replay = _action(
+            "replay", "chaosmem.traffic.actions", "replay_traffic", capture=str(capture),
+            target_url=server.url,
+        )  # fmt: skip
+        replay["pauses"] = {"after": 60}
+        proc = _start(_experiment(tmp_path, cgroup, replay), tmp_path)
+        state = tmp_path / "state"
+        _wait(
+            "the replay ends",
+            lambda: any(s["state"] != "running" for s in _summaries(state)),
+            proc,
+        )
+        time.sleep(0.5)  # into the pause
+        _check_interrupted(proc, tmp_path, cgroup, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_a_waiting_stressor_interrupts_the_run(
+    tmp_path: Path, cgroup: Cgroup, sig: signal.Signals
+) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    stress = _action(
+        "stress", "chaosmem.stress.actions", "inject_allocation_stress", size="8Mi", hold="60s",
+        wait=True,
+    )  # fmt: skip
+    proc = _start(_experiment(tmp_path, cgroup, stress), tmp_path)
+    state = tmp_path / "state"
+
+    def holding() -> bool:
+        for path in (state / "stress").glob("*.json"):
+            try:
+                if json.loads(path.read_text()).get("phase") == "hold":
+                    return True
+            except ValueError:
+                pass
+        return False
+
+    _wait("the stressor holds", holding, proc)
+    extension, output = _check_interrupted(proc, tmp_path, cgroup, sig)
+    assert cgroup.pids() == [], output
+    assert extension["interrupted"]["signal"] == sig.name, output
