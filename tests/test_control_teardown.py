@@ -1,0 +1,86 @@
+"""Real `chaos run`: the control restores first, whatever the timeline's sources do at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaosmem.ledger import Ledger
+from chaosmem.targets.cgroup import Cgroup
+from tests.conftest import REPO
+
+CHAOS = str(Path(sys.executable).parent / "chaos")
+
+
+@pytest.mark.parametrize("mode", ["hang", "exit", "raise-close"])
+def test_a_source_that_hangs_or_raises_at_teardown_does_not_stop_the_restore(
+    tmp_path: Path, cgroup: Cgroup, mode: str
+) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    trigger = tmp_path / "teardown-begins"
+    experiment = {
+        "title": "tighten, then end with a misbehaving timeline source",
+        "description": "the test's source hangs or raises once the method is over",
+        "configuration": {"chaosmem_target": {"type": "cgroup", "path": str(cgroup.path)}},
+        "controls": [
+            {"name": "teardown", "provider": {"type": "python", "module": "tests.teardown_source"}},
+            {
+                "name": "chaosmem",
+                # NB: one sample at the start, the next only at the end: the teardown's.
+                "provider": {
+                    "type": "python", "module": "chaosmem.control", "arguments": {"interval": "1h"},
+                },
+            },
+        ],
+        "method": [
+            {
+                "type": "action", "name": "tighten",
+                "provider": {
+                    "type": "python", "module": "chaosmem.limits.actions",
+                    "func": "tighten_memory_limit", "arguments": {"limit": "64Mi"},
+                },
+            },
+            {
+                "type": "action", "name": "end-of-method",
+                "provider": {
+                    "type": "python", "module": "os", "func": "mkdir",
+                    "arguments": {"path": str(trigger)},
+                },
+            },
+        ],
+    }  # fmt: skip
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(experiment))
+    journal_path = tmp_path / "journal.json"
+    env = {
+        **os.environ,
+        "CHAOSMEM_STATE_DIR": str(tmp_path / "state"),
+        "PYTHONPATH": str(REPO),
+        "TEARDOWN_SOURCE_MODE": mode,
+        "TEARDOWN_SOURCE_TRIGGER": str(trigger),
+    }
+    proc = subprocess.Popen(
+        [CHAOS, "--no-log-file", "run", "--journal-path", str(journal_path), str(path)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        output = proc.communicate(timeout=90)[0].decode()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output = proc.communicate()[0].decode()
+        restored_then = cgroup.memory_limit() == 256 << 20
+        pytest.fail(f"chaos run hung at teardown (limit restored: {restored_then}):\n{output}")
+    assert trigger.exists(), output
+    assert cgroup.memory_limit() == 256 << 20, output
+    assert not Ledger(tmp_path / "state").read().open(), output
+    journal = json.loads(journal_path.read_text())
+    extension = next(e for e in journal["extensions"] if e["name"] == "chaosmem")
+    assert [r["kind"] for r in extension["restored"]] == ["cgroup-limit"], output
+    stats = [r for r in extension["timeline"] if r["kind"] == "stats"]
+    assert len(stats) == 1, output
+    assert stats[0].get("stalled", False) is (mode == "hang"), output
