@@ -7,6 +7,7 @@ the tightened limit. After a foreground replay, Chaos Toolkit's own SIGTERM hand
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,10 +77,8 @@ def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes]) -
 def _summaries(state: Path) -> list[dict[str, Any]]:
     found = []
     for path in (state / "replays").glob("*/summary.json"):
-        try:
+        with contextlib.suppress(ValueError):  # being replaced
             found.append(json.loads(path.read_text()))
-        except ValueError:
-            pass  # being replaced
     return found
 
 
