@@ -24,7 +24,6 @@ A ``seconds.jsonl`` line counts what happened *during* that second (not running 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 import uuid
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
+from chaosmem.lifecycle import write_atomic
 
 __all__ = [
     "ERROR_CODES",
@@ -71,17 +71,13 @@ def new_replay_id() -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Readers in other processes see the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def set_latest(state: Path, replay_id: str) -> None:
     directory = replays_dir(state)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = directory / f".latest.{os.getpid()}.tmp"
-    tmp.write_text(replay_id + "\n", encoding="utf-8")
-    os.replace(tmp, directory / "latest")
+    write_atomic(directory / "latest", replay_id + "\n")
 
 
 def latest_id(state: Path) -> str | None:
