@@ -16,6 +16,12 @@ traffic, every ``interval``, plus each activity's start and end), watches each l
 cgroup for OOM kills with exact times, and stores all of it, with what it restored, in the
 journal under ``extensions`` (``{"name": "chaosmem", "timeline": [...], "restored": [...]}``).
 
+At the end the restore comes first (only the OOM counters are read before it), then the
+watchers and the recorder are stopped with bounded waits; the run stays reachable for
+:func:`cleanup_control` until its restore has run. When SIGTERM or SIGINT stopped a blocking
+chaosmem activity (:mod:`chaosmem.interrupts`), the control ends the run there and marks the
+journal ``interrupted``: Chaos Toolkit's provider would record a failed activity and carry on.
+
 Arguments (``provider.arguments``): ``interval`` (default ``"1s"``) and ``services`` (fixtures,
 see :func:`_start_fixtures`).
 """
