@@ -309,11 +309,16 @@ def after_activity_control(context: dict[str, Any], state: Any = None, **argumen
     run = _current
     if run is None:
         return
+    # NB: signals are handled on the main thread only, where foreground activities run; a
+    # background activity ending on a pool thread must not take the interrupt of another.
+    caught = take_interrupts() if threading.current_thread() is threading.main_thread() else []
     status = state.get("status") if isinstance(state, Mapping) else None
     name = context.get("name")
     run.mark("activity-end", name=name, activity_type=context.get("type"), status=status)
-    run.watch_targets()
-    caught = take_interrupts()
+    try:
+        run.watch_targets()
+    except Exception as exc:
+        logger.warning("chaosmem: watching the targets for OOM kills failed: %s", exc)
     if not caught:
         return
     first = caught[0]
@@ -349,6 +354,12 @@ def after_experiment_control(
         )
         restored, timeline = run.finish()
         _current = None
+    except Exception as exc:
+        # NB: Chaos Toolkit would log this at debug level only; cleanup_control tries again.
+        logger.error(
+            "chaosmem: the restore of run %s failed (%s); trying again at cleanup", run.id, exc
+        )
+        return
     finally:
         set_current_run(None)
     late = take_interrupts()

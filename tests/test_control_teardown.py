@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chaosmem.ledger import Ledger
+from chaosmem import control
+from chaosmem.ledger import LEDGER_FILE, Ledger
+from chaosmem.limits.actions import tighten_memory_limit
 from chaosmem.targets.cgroup import Cgroup
 from tests.conftest import REPO
 
@@ -84,3 +87,27 @@ def test_a_source_that_hangs_or_raises_at_teardown_does_not_stop_the_restore(
     stats = [r for r in extension["timeline"] if r["kind"] == "stats"]
     assert len(stats) == 1, output
     assert stats[0].get("stalled", False) is (mode == "hang"), output
+
+
+def test_a_restore_that_fails_is_tried_again_at_cleanup(
+    tmp_path: Path, cgroup: Cgroup, state: dict[str, Any]
+) -> None:
+    """The run stays reachable until its restore has run: cleanup_control can still do it."""
+    cgroup.set_memory_limit(256 << 20)
+    spec = {"type": "cgroup", "path": str(cgroup.path)}
+    experiment = {"title": "t", "method": []}
+    control.before_experiment_control(experiment, configuration=state)
+    try:
+        tighten_memory_limit(spec, limit="64Mi", configuration=state)
+        ledger = Path(state["chaosmem_state_dir"]) / LEDGER_FILE
+        ledger.rename(ledger.with_name("away"))
+        ledger.mkdir()  # the ledger cannot be read: the restore fails
+        journal: dict[str, Any] = {"status": "completed"}
+        control.after_experiment_control(experiment, state=journal, configuration=state)
+        assert cgroup.memory_limit() == 64 << 20
+        ledger.rmdir()
+        ledger.with_name("away").rename(ledger)
+    finally:
+        control.cleanup_control()
+    assert cgroup.memory_limit() == 256 << 20
+    assert not Ledger(Path(state["chaosmem_state_dir"])).read().open()

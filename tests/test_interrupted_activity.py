@@ -20,8 +20,11 @@ from typing import Any
 
 import pytest
 
+from chaosmem.interrupts import take_interrupts
 from chaosmem.ledger import Ledger
 from chaosmem.targets.cgroup import Cgroup
+from chaosmem.traffic.options import parse_options
+from chaosmem.traffic.replay import run_replay
 from tests.conftest import REPO
 from tests.traffic_fixtures import write_timed_gor
 from tests.traffic_server import RecordingServer
@@ -174,3 +177,48 @@ def test_signal_during_a_waiting_stressor_interrupts_the_run(
     extension, output = _check_interrupted(proc, tmp_path, cgroup, sig)
     assert cgroup.pids() == [], output
     assert extension["interrupted"]["signal"] == sig.name, output
+
+
+def test_run_replay_hands_the_signal_on_and_puts_the_handler_back(tmp_path: Path) -> None:
+    """In this process: the replay stops, the owner's handler gets the signal once, after it."""
+    seen: list[tuple[int, str]] = []
+    state = tmp_path / "state"
+
+    def owner(signum: int, _frame: object) -> None:
+        seen.append((signum, _summaries(state)[0]["state"]))
+
+    previous = signal.signal(signal.SIGTERM, owner)
+    take_interrupts()
+    try:
+        capture = write_timed_gor(tmp_path / "two.gor", count=2, span_s=0.2)
+        with RecordingServer() as server:
+            options = parse_options(
+                capture=str(capture), target_url=server.url, loop=True, duration="60s"
+            )
+            summary = run_replay(
+                options, state=state, on_start=lambda _r: os.kill(os.getpid(), signal.SIGTERM)
+            )
+        assert summary["state"] == "stopped" and summary["duration_s"] < 30
+        assert seen == [(signal.SIGTERM, "stopped")]  # handed on once the replay had stopped
+        assert signal.getsignal(signal.SIGTERM) is owner
+        assert [(i.signal, i.work) for i in take_interrupts()] == [("SIGTERM", "replay_traffic")]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigint_stops_run_replay_then_raises_keyboard_interrupt(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    capture = write_timed_gor(tmp_path / "two.gor", count=2, span_s=0.2)
+    take_interrupts()
+    with RecordingServer() as server:
+        options = parse_options(
+            capture=str(capture), target_url=server.url, loop=True, duration="60s"
+        )
+        with pytest.raises(KeyboardInterrupt):
+            run_replay(
+                options, state=state, on_start=lambda _r: os.kill(os.getpid(), signal.SIGINT)
+            )
+    (summary,) = _summaries(state)
+    assert summary["state"] == "stopped"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert [i.signal for i in take_interrupts()] == ["SIGINT"]

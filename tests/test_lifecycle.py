@@ -26,7 +26,12 @@ print("ready", flush=True)
 while not got or time.monotonic() - got[0] < 0.3:
     time.sleep(0.01)
 """
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"  # noqa: E501
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(60)
+"""
 
 
 def _start(code: str, *args: str) -> subprocess.Popen[str]:

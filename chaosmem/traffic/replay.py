@@ -627,11 +627,19 @@ def run_replay(
             on_start(replayer)
         return await replayer.run()
 
+    def stop_when_running() -> None:
+        # NB: a signal may come before the replay has started; stop() would then be lost.
+        if replayer._finished is None:
+            runner.get_loop().call_later(0.01, stop_when_running)
+        else:
+            replayer.stop()
+
     # NB: the handlers are ours only while the replay runs; Chaos Toolkit's come back after it.
     with (
         asyncio.Runner(loop_factory=_new_loop) as runner,
         stop_on_signals(
-            lambda: runner.get_loop().call_soon_threadsafe(replayer.stop), work="replay_traffic"
+            lambda: runner.get_loop().call_soon_threadsafe(stop_when_running),
+            work="replay_traffic",
         ),
     ):
         summary = runner.run(main())
