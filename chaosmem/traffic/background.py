@@ -31,7 +31,7 @@ from typing import Any
 import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, register_undo
-from chaosmem.lifecycle import alive, end_processes
+from chaosmem.lifecycle import alive, end_processes, write_atomic
 from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.results import new_replay_id, replay_dir, set_latest, write_json_atomic
 
@@ -92,7 +92,7 @@ def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
         ledger.close(entry, "not-applied")
         raise ChaosmemError(f"could not start the replay worker: {exc}") from None
     _children[rid] = proc
-    (out / "worker.pid").write_text(f"{proc.pid}\n", encoding="utf-8")
+    write_atomic(out / "worker.pid", f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT
     while not (out / "summary.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
