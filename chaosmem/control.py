@@ -41,7 +41,7 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.interrupts import Interrupt, take_interrupts
+from chaosmem.interrupts import Interrupt, hold_signals, take_interrupts
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
 from chaosmem.rollback import rollback
@@ -352,7 +352,8 @@ def after_experiment_control(
         run.mark(
             "experiment-end", status=state.get("status") if isinstance(state, Mapping) else None
         )
-        restored, timeline = run.finish()
+        with hold_signals(work="the restore"):
+            restored, timeline = run.finish()
         _current = None
     except Exception as exc:
         # NB: Chaos Toolkit would log this at debug level only; cleanup_control tries again.
@@ -395,7 +396,8 @@ def cleanup_control(**arguments: Any) -> None:
     run = _current
     if run is not None:
         try:
-            run.finish()
+            with hold_signals(work="the restore"):
+                run.finish()
             _current = None
         finally:
             set_current_run(None)

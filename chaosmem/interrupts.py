@@ -24,6 +24,7 @@ only delivered there) nothing is installed.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -32,9 +33,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-__all__ = ["Interrupt", "stop_on_signals", "take_interrupts"]
+__all__ = ["Interrupt", "hold_signals", "stop_on_signals", "take_interrupts"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+logger = logging.getLogger("chaostoolkit")
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,31 @@ def _hand_on(handler: Handler, signum: int, frame: FrameType | None) -> None:
     summary)."""
     if callable(handler):
         handler(signum, frame)
+
+
+@contextmanager
+def hold_signals(*, work: str) -> Iterator[list[str]]:
+    """Run the block to its end whatever SIGTERM/SIGINT arrive; yields the names of those that did.
+
+    For the restore at the end of a run: a second Ctrl-C or SIGTERM raised in the middle of it
+    would leave a service running or a limit tight, with its ledger entry half undone. The run
+    is ending anyway; SIGKILL still ends the process (and ``chaosmem rollback`` finishes then).
+    """
+    held: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous: dict[int, Handler] = {sig: signal.getsignal(sig) for sig in SIGNALS}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        held.append(name)
+        logger.warning("chaosmem: %s during %s: it goes on to its end first", name, work)
+
+    for sig in SIGNALS:
+        signal.signal(sig, handler)
+    try:
+        yield held
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)

@@ -109,9 +109,11 @@ def _check_interrupted(
     return extension, output
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("sig", "times"), [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)]
+)
 def test_signal_during_a_foreground_replay_interrupts_the_run(
-    tmp_path: Path, cgroup: Cgroup, sig: signal.Signals
+    tmp_path: Path, cgroup: Cgroup, sig: signal.Signals, times: int
 ) -> None:
     cgroup.set_memory_limit(256 << 20)
     capture = write_timed_gor(tmp_path / "two.gor", count=2, span_s=0.2)
@@ -123,6 +125,8 @@ def test_signal_during_a_foreground_replay_interrupts_the_run(
         proc = _start(_experiment(tmp_path, cgroup, replay), tmp_path)
         _wait("requests arrive", lambda: len(server.arrived) > 2, proc)
         assert cgroup.memory_limit() == 64 << 20
+        if times == 2:  # an impatient operator: the second one is handed on at once
+            proc.send_signal(sig)
         extension, output = _check_interrupted(proc, tmp_path, cgroup, sig)
     (summary,) = _summaries(tmp_path / "state")
     assert summary["state"] == "stopped", summary  # stopped at once, its summary written
@@ -222,3 +226,52 @@ def test_sigint_stops_run_replay_then_raises_keyboard_interrupt(tmp_path: Path) 
     assert summary["state"] == "stopped"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert [i.signal for i in take_interrupts()] == ["SIGINT"]
+
+
+STUBBORN_SERVICE = (
+    f"{sys.executable} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    'time.sleep(120)"'
+)
+
+
+def test_a_second_sigterm_during_the_restore_does_not_cut_it_short(
+    tmp_path: Path, cgroup: Cgroup
+) -> None:
+    """The service ignores SIGTERM, so its undo takes the 5 s grace: the second SIGTERM lands
+    in the middle of the control's restore, which still ends every change of the run."""
+    cgroup.set_memory_limit(256 << 20)
+    experiment = json.loads(
+        _experiment(
+            tmp_path,
+            cgroup,
+            _action("pause", "os.path", "exists", path="/") | {"pauses": {"after": 60}},
+        ).read_text()
+    )
+    experiment["controls"][0]["provider"]["arguments"] = {
+        "services": [{"name": "stubborn", "command": STUBBORN_SERVICE}]
+    }
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(experiment))
+    proc = _start(path, tmp_path)
+    try:
+        _wait("the limit is tight", lambda: cgroup.memory_limit() == 64 << 20, proc)
+        proc.send_signal(signal.SIGTERM)
+        _wait("the control restores the limit", lambda: cgroup.memory_limit() == 256 << 20, proc)
+        time.sleep(0.5)  # now in the service's grace period
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode()
+    finally:  # whatever happened, leave no service behind
+        proc.kill()
+        proc.wait()
+        subprocess.run([CHAOSMEM, "rollback", "--state-dir", str(tmp_path / "state")], check=False)
+        leftover = Cgroup.of_process("self").path / "chaosmem-stubborn"
+        if leftover.is_dir():
+            Cgroup.at(leftover).remove(grace=0)
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    assert journal["status"] == "interrupted", output
+    extension = next(e for e in journal["extensions"] if e["name"] == "chaosmem")
+    assert sorted(r["kind"] for r in extension["restored"]) == ["cgroup-limit", "service"], output
+    assert all(r["error"] is None for r in extension["restored"]), output
+    assert not Ledger(tmp_path / "state").read().open(), output
+    service = next(r for r in extension["restored"] if r["kind"] == "service")
+    assert not Path(service["target"]["path"]).exists(), output
