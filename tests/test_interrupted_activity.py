@@ -229,7 +229,7 @@ def test_sigint_stops_run_replay_then_raises_keyboard_interrupt(tmp_path: Path) 
 
 
 STUBBORN_SERVICE = (
-    f"{sys.executable} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    f'{sys.executable} -c "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
     'time.sleep(120)"'
 )
 
