@@ -18,8 +18,9 @@ So a blocking activity (a foreground replay, a ``wait: true`` stressor) runs its
   still stopping goes to the remembered handler at once (SIG_DFL: the process ends).
 
 The chaosmem control reads :func:`take_interrupts` after each activity and interrupts the run,
-which Chaos Toolkit's provider would not do by itself. Outside the main thread (signals are
-only delivered there) nothing is installed.
+which Chaos Toolkit's provider would not do by itself, and runs its restore inside
+:func:`hold_signals`, so that a second Ctrl-C cannot cut an undo in half. Outside the main
+thread (signals are only delivered there) nothing is installed.
 """
 
 from __future__ import annotations
@@ -74,14 +75,7 @@ def stop_on_signals(stop: Callable[[], object], *, work: str) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous: dict[int, Handler] = {sig: signal.getsignal(sig) for sig in SIGNALS}
     caught: list[int] = []
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            # NB: getsignal() gives None for a handler not installed from Python; SIG_DFL is
-            # the closest we can put back.
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if caught:  # a second signal: the stop is taking too long, the owner acts now
@@ -93,8 +87,7 @@ def stop_on_signals(stop: Callable[[], object], *, work: str) -> Iterator[None]:
             _seen.append(Interrupt(signal.Signals(signum).name, work, time.time()))
         stop()
 
-    for sig in SIGNALS:
-        signal.signal(sig, handler)
+    previous, restore = _install(handler)
     try:
         yield
     finally:
@@ -123,17 +116,31 @@ def hold_signals(*, work: str) -> Iterator[list[str]]:
     if threading.current_thread() is not threading.main_thread():
         yield held
         return
-    previous: dict[int, Handler] = {sig: signal.getsignal(sig) for sig in SIGNALS}
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         held.append(name)
         logger.warning("chaosmem: %s during %s: it goes on to its end first", name, work)
 
-    for sig in SIGNALS:
-        signal.signal(sig, handler)
+    _previous, restore = _install(handler)
     try:
         yield held
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        restore()
+
+
+def _install(
+    handler: Callable[[int, FrameType | None], None],
+) -> tuple[dict[int, Handler], Callable[[], None]]:
+    """Put ``handler`` on SIGTERM and SIGINT; returns the handlers it replaced and an undo."""
+    previous: dict[int, Handler] = {int(sig): signal.getsignal(sig) for sig in SIGNALS}
+    for sig in SIGNALS:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            # NB: getsignal() gives None for a handler not installed from Python; SIG_DFL is
+            # the closest we can put back.
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+    return previous, restore
