@@ -84,7 +84,6 @@ class _Run:
     phase: str = "method"
     interrupted: Interrupt | None = None
     interrupted_activity: str | None = None
-    restored: list[dict[str, Any]] | None = None
 
     def mark(self, event: str, **fields: Any) -> None:
         """Note a moment on the timeline; a failing write (a full disk) is logged, not raised:
@@ -144,10 +143,10 @@ class _Run:
             watchers = list(self.watchers.values())
         counts = [_quietly(w.count_now) for w in watchers]
         try:
-            self.restored = self._restore()
+            restored = self._restore()
         finally:
             timeline = self._tidy(watchers, counts)
-        return self.restored, timeline
+        return restored, timeline
 
     def _restore(self) -> list[dict[str, Any]]:
         steps = rollback(self.base, run=self.id)
