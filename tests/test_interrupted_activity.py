@@ -275,3 +275,37 @@ def test_a_second_sigterm_during_the_restore_does_not_cut_it_short(
     assert not Ledger(tmp_path / "state").read().open(), output
     service = next(r for r in extension["restored"] if r["kind"] == "service")
     assert not Path(service["target"]["path"]).exists(), output
+
+
+def test_sigterm_while_a_probe_waits_for_a_replay_interrupts_the_run(
+    tmp_path: Path, cgroup: Cgroup
+) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    capture = write_timed_gor(tmp_path / "two.gor", count=2, span_s=0.2)
+    with RecordingServer() as server:
+        experiment = json.loads(
+            _experiment(
+                tmp_path,
+                cgroup,
+                {
+                    "type": "probe", "name": "wait-for-the-replay",
+                    "provider": {
+                        "type": "python", "module": "chaosmem.traffic.probes",
+                        "func": "replay_summary", "arguments": {"wait": "60s"},
+                    },
+                },
+            ).read_text()
+        )  # fmt: skip
+        background = _action(
+            "replay", "chaosmem.traffic.actions", "replay_traffic", capture=str(capture),
+            target_url=server.url, loop=True, duration="60s", wait=False,
+        )  # fmt: skip
+        experiment["method"].insert(1, background)
+        path = tmp_path / "experiment.json"
+        path.write_text(json.dumps(experiment))
+        proc = _start(path, tmp_path)
+        _wait("requests arrive", lambda: len(server.arrived) > 2, proc)
+        time.sleep(0.3)  # into the probe's wait
+        extension, output = _check_interrupted(proc, tmp_path, cgroup, signal.SIGTERM)
+    assert extension["interrupted"]["activity"] == "wait-for-the-replay", output
+    assert "replay" in [r["kind"] for r in extension["restored"]], output  # the control stopped it
