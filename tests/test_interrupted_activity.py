@@ -27,17 +27,17 @@ from chaosmem.traffic.options import parse_options
 from chaosmem.traffic.replay import run_replay
 from tests.conftest import REPO
 from tests.traffic_fixtures import write_timed_gor
-from tests.traffic_server import RecordingServer
+from tests.traffic_server import RecordingServer, refused_url
 
 CHAOS = str(Path(sys.executable).parent / "chaos")
 CHAOSMEM = str(Path(sys.executable).parent / "chaosmem")
 CONTROL = {"name": "chaosmem", "provider": {"type": "python", "module": "chaosmem.control"}}
 
 
-def _action(name: str, module: str, func: str, **arguments: Any) -> dict[str, Any]:
+def _action(title: str, module: str, func: str, **arguments: Any) -> dict[str, Any]:
     return {
         "type": "action",
-        "name": name,
+        "name": title,
         "provider": {"type": "python", "module": module, "func": func, "arguments": arguments},
     }
 
@@ -309,3 +309,28 @@ def test_sigterm_while_a_probe_waits_for_a_replay_interrupts_the_run(
         extension, output = _check_interrupted(proc, tmp_path, cgroup, signal.SIGTERM)
     assert extension["interrupted"]["activity"] == "wait-for-the-replay", output
     assert "replay" in [r["kind"] for r in extension["restored"]], output  # the control stopped it
+
+
+def test_sigterm_while_start_service_waits_for_ready_interrupts_the_run(
+    tmp_path: Path, cgroup: Cgroup
+) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    never = refused_url()  # nothing ever answers there
+    start = _action(
+        "start-a-service-that-never-answers", "chaosmem.local.actions", "start_service",
+        name="silent", command="sleep 120", ready_url=never + "/healthz", ready_timeout="60s",
+    )  # fmt: skip
+    proc = _start(_experiment(tmp_path, cgroup, start), tmp_path)
+    silent = Cgroup.of_process("self").path / "chaosmem-silent"
+    try:
+        _wait("the service runs", lambda: (silent / "cgroup.procs").exists() and bool(
+            (silent / "cgroup.procs").read_text().strip()), proc)  # fmt: skip
+        time.sleep(0.3)  # into the readiness wait
+        extension, output = _check_interrupted(proc, tmp_path, cgroup, signal.SIGTERM)
+        assert extension["interrupted"]["activity"] == "start-a-service-that-never-answers"
+        assert not silent.exists(), output  # the service was ended and its cgroup removed
+    finally:
+        proc.kill()
+        proc.wait()
+        if silent.is_dir():
+            Cgroup.at(silent).remove(grace=0)
