@@ -28,6 +28,8 @@ see :func:`_start_fixtures`).
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import threading
 import time
@@ -40,14 +42,14 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
+import chaosmem.autoscaling.sources  # noqa: F401  (registers the timeline's replicas source)
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.interrupts import Interrupt, hold_signals, take_interrupts
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
 from chaosmem.rollback import rollback
 from chaosmem.state import state_dir
-from chaosmem.targets import resolve_target
-from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets import TARGET_TYPES, OomWatch, resolve_target
 from chaosmem.targets.oomwatch import OomEvent, OomWatcher
 from chaosmem.timeline import Recorder
 from chaosmem.units import parse_duration
@@ -78,7 +80,7 @@ class _Run:
     configuration: Mapping[str, Any]
     specs: list[dict[str, Any]]
     recorder: Recorder
-    watchers: dict[str, OomWatcher] = field(default_factory=dict)
+    watchers: dict[str, OomWatch] = field(default_factory=dict)
     watch_failures: dict[str, int] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     phase: str = "method"
@@ -93,11 +95,21 @@ class _Run:
         except Exception as exc:
             logger.warning("chaosmem: could not record %s: %s", event, exc)
 
+    def on_kill(self, kill: OomEvent) -> None:
+        self.mark(
+            "oom-kill",
+            **kill.detail,
+            target=kill.target,
+            cgroup=kill.cgroup,
+            count=kill.count,
+            at=kill.at,
+        )
+
     def watch_targets(self) -> None:
-        """Start an OOM watcher on every local target that can be resolved now (services appear
-        during the method, so this is retried after each activity, at most
-        :data:`WATCH_ATTEMPTS` times per cgroup; background activities end on pool threads,
-        hence the lock)."""
+        """Start an OOM watch on every target that can be resolved now (services appear during
+        the method, so this is retried after each activity, at most :data:`WATCH_ATTEMPTS`
+        times per target; background activities end on pool threads, hence the lock). A cgroup
+        is watched through the kernel's notifications, pods through an API watch."""
         with self.lock:
             specs = list(self.specs)
         for spec in specs:
@@ -105,43 +117,33 @@ class _Run:
                 target = resolve_target(spec, self.configuration)
             except ChaosmemError:
                 continue
-            key = str(getattr(target, "path", ""))
+            key = json.dumps(target.spec, sort_keys=True)
             with self.lock:
-                if (
-                    not isinstance(target, Cgroup)
-                    or key in self.watchers
-                    or self.watch_failures.get(key, 0) >= WATCH_ATTEMPTS
-                ):
+                if key in self.watchers or self.watch_failures.get(key, 0) >= WATCH_ATTEMPTS:
                     continue
                 try:
-                    self.watchers[key] = OomWatcher(target, on_kill=self._on_kill(spec)).start()
+                    self.watchers[key] = target.watch_oom_kills(self.on_kill, spec=spec)
                 except (ChaosmemError, OSError) as exc:
                     self.watch_failures[key] = failures = self.watch_failures.get(key, 0) + 1
                     level = logging.WARNING if failures == WATCH_ATTEMPTS else logging.DEBUG
                     logger.log(
                         level,
                         "chaosmem: cannot watch %s for OOM kills (attempt %d of %d): %s",
-                        target.path, failures, WATCH_ATTEMPTS, exc,
+                        target.describe(), failures, WATCH_ATTEMPTS, exc,
                     )  # fmt: skip
-
-    def _on_kill(self, spec: dict[str, Any]) -> Callable[[OomEvent], None]:
-        def record(kill: OomEvent) -> None:
-            self.mark("oom-kill", target=spec, cgroup=kill.cgroup, count=kill.count, at=kill.at)
-
-        return record
 
     def finish(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Restore first, then tidy up; returns (restored, timeline).
 
-        The restore comes first and runs whatever the watchers or the recorder do (raise, block)
-        afterwards: the OOM counters are only *read* before it (a service's cgroup is gone after
-        it), and the kills they show are recorded once the watchers' threads have stopped.
-        Every wait is bounded. Safe to call again: a second call restores what the first could
-        not reach and finds nothing left to tidy.
+        The restore comes first and runs whatever the watches or the recorder do (raise, block)
+        afterwards: a cgroup's OOM counter is only *read* before it (a service's cgroup is gone
+        after it), and the kills it shows are recorded in the last look. Every wait is bounded.
+        Safe to call again: a second call restores what the first could not reach and finds
+        nothing left to tidy.
         """
         with self.lock:
             watchers = list(self.watchers.values())
-        counts = [_quietly(w.count_now) for w in watchers]
+        counts = [_quietly(w.count_now) if isinstance(w, OomWatcher) else None for w in watchers]
         try:
             restored = self._restore()
         finally:
@@ -149,7 +151,7 @@ class _Run:
         return restored, timeline
 
     def _restore(self) -> list[dict[str, Any]]:
-        steps = rollback(self.base, run=self.id)
+        steps = rollback(self.base, run=self.id, configuration=self.configuration)
         for step in steps:
             if step.ok:
                 logger.info("chaosmem: %s", step.done)
@@ -160,21 +162,37 @@ class _Run:
             for s in steps
         ]
 
-    def _tidy(self, watchers: list[OomWatcher], counts: list[int | None]) -> list[dict[str, Any]]:
-        """Stop the watchers (thread first, then the last look) and the recorder; never raises."""
+    def _tidy(self, watchers: list[OomWatch], counts: list[int | None]) -> list[dict[str, Any]]:
+        """The last look and the end of the watches and the recorder; never raises.
+
+        A cgroup watcher's thread stops first, then it takes its last look (with the count read
+        before the restore). A pod watch takes its last look and stops only after the
+        recorder's last sample, which reads it.
+        """
         with self.lock:
             self.watchers.clear()
-        for index, watcher in enumerate(watchers):
-            try:
-                watcher.stop()
-                watcher.check_now(at_least=counts[index] if index < len(counts) else None)
-            except Exception as exc:
-                logger.warning("chaosmem: OOM watcher of %s: %s", watcher.group.path, exc)
+        for watcher, count in zip(watchers, counts, strict=True):
+            if isinstance(watcher, OomWatcher):
+                _guarded(watcher.stop)
+                _guarded(functools.partial(watcher.check_now, at_least=count))
+            else:
+                _guarded(watcher.check_now)
         try:
-            return self.recorder.stop()
+            timeline = self.recorder.stop()
         except Exception as exc:
             logger.warning("chaosmem: the timeline could not be closed: %s", exc)
-            return []
+            timeline = []
+        for watcher in watchers:
+            if not isinstance(watcher, OomWatcher):
+                _guarded(watcher.stop)
+        return timeline
+
+
+def _guarded(step: Callable[[], object]) -> None:
+    try:
+        step()
+    except Exception as exc:
+        logger.warning("chaosmem: ending an OOM watch: %s", exc)
 
 
 def _quietly(read: Callable[[], int | None]) -> int | None:
@@ -190,7 +208,7 @@ _current: _Run | None = None
 def _targets_in(
     experiment: Mapping[str, Any], configuration: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """Every distinct local target spec the experiment names (in arguments or configuration)."""
+    """Every distinct target spec the experiment names (in arguments or configuration)."""
     found: list[dict[str, Any]] = []
 
     def walk(node: Any) -> Iterator[Any]:
@@ -212,7 +230,7 @@ def _targets_in(
         [default, *walk(experiment)] if isinstance(default, Mapping) else list(walk(experiment))
     )
     for spec in candidates:
-        if spec.get("type") in {"cgroup", "process", "service"} and dict(spec) not in found:
+        if spec.get("type") in TARGET_TYPES and dict(spec) not in found:
             found.append(dict(spec))
     return found
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -98,5 +99,5 @@ def test_the_control_gives_up_on_a_watcher_after_a_few_attempts(
     fds = open_fds()
     for _ in range(100):  # after every activity of a long experiment
         run.watch_targets()
-    assert run.watch_failures == {str(group): WATCH_ATTEMPTS}
+    assert run.watch_failures == {json.dumps(spec, sort_keys=True): WATCH_ATTEMPTS}
     assert not run.watchers and open_fds() == fds

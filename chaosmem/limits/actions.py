@@ -50,5 +50,7 @@ def restore_memory_limit(
     is given (``configuration["chaosmem_target"]`` is not used here, on purpose: a bare call in a
     rollback restores everything). Running it twice is harmless."""
     resolved = resolve_target(target, None) if target is not None else None
-    restored = restore_limits(Ledger(state_dir(configuration)), target=resolved)
+    restored = restore_limits(
+        Ledger(state_dir(configuration)), target=resolved, configuration=configuration
+    )
     return {"restored": restored, "count": len(restored)}

@@ -6,11 +6,11 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.errors import InvalidArgument
 from chaosmem.state import state_dir
 from chaosmem.stress.engine import PAGE
 from chaosmem.stress.inject import StressRequest, inject, stop
-from chaosmem.targets import MemoryTarget, resolve_target
+from chaosmem.targets import resolve_target
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.units import (
     format_size,
@@ -36,14 +36,6 @@ def _host_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def _local(target: MemoryTarget) -> Cgroup:
-    if not isinstance(target, Cgroup):
-        raise ChaosmemError(
-            f"{target.describe()}: allocation stress runs on local targets only in this version"
-        )
-    return target
 
 
 def inject_allocation_stress(
@@ -100,11 +92,19 @@ def inject_allocation_stress(
         raise InvalidArgument(
             "size", size, "a size such as '200Mi' or a share of the target's limit such as '90%'"
         )
-    group = _local(resolve_target(target, configuration))
-    group.check_changeable()
-    limit = group.memory_limit()
+    resolved = resolve_target(target, configuration)
+    resolved.check_changeable()
+    limit = resolved.memory_limit()
     total = parse_size_or_percent(size, name="size", whole=limit, minimum=PAGE * count)
     host = _host_memory()
+    if not isinstance(resolved, Cgroup):  # a pod: the engine runs in its container, by exec
+        from chaosmem.kube.stress import inject_in_pods
+
+        request = StressRequest(
+            total, rate, share, hold_s, mode, count, waiting, respawning, detached
+        )
+        return inject_in_pods(resolved, request, directory=state_dir(configuration))
+    group = resolved
     if limit is None and host is not None and total >= host:
         raise InvalidArgument(
             "size",
@@ -126,5 +126,29 @@ def stop_allocation_stress(
     (``configuration["chaosmem_target"]`` is not used here: a bare call in a rollback stops them
     all). SIGTERM first, SIGKILL after ``grace``. Running it twice is harmless."""
     wait = parse_duration(grace, name="grace")
-    group = _local(resolve_target(target, configuration)) if target is not None else None
-    return stop(state_dir(configuration), target=group, grace=wait)
+    resolved = resolve_target(target, configuration) if target is not None else None
+    if resolved is not None and not isinstance(resolved, Cgroup):
+        from chaosmem.kube.stress import stop_in_pods
+
+        stopped = stop_in_pods(
+            state_dir(configuration),
+            target_spec=resolved.spec,
+            configuration=configuration,
+            grace=wait,
+        )
+        return {
+            "stopped": stopped,
+            "count": len(stopped),
+            "summary": f"stopped {len(stopped)} in-pod stressor(s)",
+        }
+    result = stop(state_dir(configuration), target=resolved, grace=wait)
+    if resolved is None:  # a bare call stops the run's in-pod stressors too
+        try:
+            from chaosmem.kube.stress import stop_in_pods
+        except ImportError:  # no kubernetes client here: there can be no pod stressor either
+            return result
+        pods = stop_in_pods(
+            state_dir(configuration), target_spec=None, configuration=configuration, grace=wait
+        )
+        result = {**result, "pods": pods, "count": result["count"] + len(pods)}
+    return result

@@ -35,6 +35,7 @@ from typing import IO, Any
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Entry, register_undo
 from chaosmem.lifecycle import ProcessesRemain, end_processes
+from chaosmem.targets import LimitChange, LimitRefused
 from chaosmem.targets.mounts import CgroupMount, find_mount, memory_cgroup_of
 from chaosmem.units import format_size
 
@@ -46,7 +47,7 @@ _UNLIMITED_FLOOR = 1 << 62
 _PR_SET_PDEATHSIG = 1
 
 
-class LimitBusy(ChaosmemError):
+class LimitBusy(LimitRefused):
     """cgroup v1 refused a limit below usage because it could not reclaim enough (EBUSY)."""
 
 
@@ -112,6 +113,11 @@ class Cgroup:
     def check_changeable(self) -> None:
         ensure_not_own(self)
 
+    def watch_oom_kills(self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any]) -> Any:
+        from chaosmem.targets.oomwatch import OomWatcher  # NB: oomwatch imports this module
+
+        return OomWatcher(self, on_kill=on_kill, spec=spec).start()
+
     # -- files -----------------------------------------------------------------------------
 
     @property
@@ -175,16 +181,18 @@ class Cgroup:
             state["memsw"] = self.memsw_limit()
         return state
 
-    def set_memory_limit(self, limit: int | None) -> None:
-        """Set the limit (None = unlimited); on v1 memsw follows it.
+    def set_memory_limit(self, limit: int | None) -> LimitChange:
+        """Set the limit (None = unlimited); on v1 memsw follows it. A cgroup write takes effect
+        at once, so the change is ``applied`` (or refused by raising).
 
         Raises :class:`LimitBusy` when v1 could not reclaim down to a limit below usage; the
         limit is then unchanged.
         """
         if self.version == 2:
             self._write("memory.max", "max" if limit is None else str(limit))
-            return
-        self._set_v1(limit, limit if self.has_memsw else None, touch_memsw=self.has_memsw)
+        else:
+            self._set_v1(limit, limit if self.has_memsw else None, touch_memsw=self.has_memsw)
+        return LimitChange("applied", "applied", f"{self.path}: limit {format_size(limit)}")
 
     def restore_limit_state(self, state: Mapping[str, Any]) -> None:
         if self.version == 2:
