@@ -44,7 +44,7 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 import chaosmem.autoscaling.sources  # noqa: F401  (registers the timeline's replicas source)
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.interrupts import Interrupt, hold_signals, take_interrupts
+from chaosmem.interrupts import Interrupt, hold_signals, note_signals, take_interrupts
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
 from chaosmem.rollback import rollback
@@ -86,6 +86,7 @@ class _Run:
     phase: str = "method"
     interrupted: Interrupt | None = None
     interrupted_activity: str | None = None
+    unnote: Callable[[], None] = field(default=lambda: None)
 
     def mark(self, event: str, **fields: Any) -> None:
         """Note a moment on the timeline; a failing write (a full disk) is logged, not raised:
@@ -193,6 +194,10 @@ def _guarded(step: Callable[[], object]) -> None:
         step()
     except Exception as exc:
         logger.warning("chaosmem: ending an OOM watch: %s", exc)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _quietly(read: Callable[[], int | None]) -> int | None:
@@ -315,8 +320,14 @@ def _start_fixtures(run: _Run, services: object, configuration: Configuration) -
 
 
 def before_activity_control(context: dict[str, Any], **arguments: Any) -> None:
-    if _current is not None:
-        _current.mark("activity-start", name=context.get("name"), activity_type=context.get("type"))
+    """Note the activity's start, and every signal that arrives while it runs (any activity:
+    Chaos Toolkit's provider turns the interrupt into a failed activity and would carry on)."""
+    run = _current
+    if run is not None:
+        run.mark("activity-start", name=context.get("name"), activity_type=context.get("type"))
+        if threading.current_thread() is threading.main_thread():
+            run.unnote()
+            run.unnote = note_signals(work=str(context.get("name")))
 
 
 def after_activity_control(context: dict[str, Any], state: Any = None, **arguments: Any) -> None:
@@ -328,7 +339,11 @@ def after_activity_control(context: dict[str, Any], state: Any = None, **argumen
         return
     # NB: signals are handled on the main thread only, where foreground activities run; a
     # background activity ending on a pool thread must not take the interrupt of another.
-    caught = take_interrupts() if threading.current_thread() is threading.main_thread() else []
+    caught: list[Interrupt] = []
+    if threading.current_thread() is threading.main_thread():
+        run.unnote()
+        run.unnote = _nothing
+        caught = take_interrupts()
     status = state.get("status") if isinstance(state, Mapping) else None
     name = context.get("name")
     run.mark("activity-end", name=name, activity_type=context.get("type"), status=status)
@@ -365,6 +380,9 @@ def after_experiment_control(
     run = _current
     if run is None:
         return
+    if threading.current_thread() is threading.main_thread():
+        run.unnote()
+        run.unnote = _nothing
     try:
         run.mark(
             "experiment-end", status=state.get("status") if isinstance(state, Mapping) else None

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-__all__ = ["Interrupt", "hold_signals", "stop_on_signals", "take_interrupts"]
+__all__ = ["Interrupt", "hold_signals", "note_signals", "stop_on_signals", "take_interrupts"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -144,3 +144,24 @@ def _install(
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
     return previous, restore
+
+
+def note_signals(*, work: str) -> Callable[[], None]:
+    """Note every SIGTERM/SIGINT from now on (then let the handler in place act as before);
+    returns the undo. The control wraps each activity in it, so a signal that Chaos Toolkit's
+    provider turns into a failed activity still ends the run. A no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        with _seen_lock:
+            _seen.append(Interrupt(signal.Signals(signum).name, work, time.time()))
+        owner = previous.get(signum)
+        if callable(owner):
+            owner(signum, frame)
+        elif owner in (signal.SIG_DFL, None):
+            restore()
+            signal.raise_signal(signum)
+
+    previous, restore = _install(handler)
+    return restore
