@@ -15,7 +15,8 @@ So a blocking activity (a foreground replay, a ``wait: true`` stressor) runs its
 * puts the remembered handlers back, whatever happens, and once the work has stopped calls the
   remembered handler with the signal, so whoever owned it sees it (``KeyboardInterrupt`` for
   SIGINT, Chaos Toolkit's ``InterruptExecution`` for SIGTERM). A second signal while the work is
-  still stopping goes to the remembered handler at once (SIG_DFL: the process ends).
+  still stopping, :data:`ESCALATE_AFTER` seconds or more after the first, goes to the remembered
+  handler at once (SIG_DFL: the process ends); one sooner is the same request.
 
 The chaosmem control reads :func:`take_interrupts` after each activity and interrupts the run,
 which Chaos Toolkit's provider would not do by itself, and runs its restore inside
@@ -37,6 +38,8 @@ from types import FrameType
 __all__ = ["Interrupt", "hold_signals", "note_signals", "stop_on_signals", "take_interrupts"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: A second signal this many seconds after the first goes to the owner at once (see below).
+ESCALATE_AFTER = 1.0
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -76,13 +79,19 @@ def stop_on_signals(stop: Callable[[], object], *, work: str) -> Iterator[None]:
         yield
         return
     caught: list[int] = []
+    first_at: list[float] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if caught:  # a second signal: the stop is taking too long, the owner acts now
-            restore()
-            signal.raise_signal(signum)
+        if caught:
+            # NB: a second signal soon after the first is the same request (a double Ctrl-C, a
+            # supervisor sending SIGTERM to the group and the leader); later on, the stop is
+            # taking too long and the owner acts now, whatever it cuts short.
+            if time.monotonic() - first_at[0] >= ESCALATE_AFTER:
+                restore()
+                signal.raise_signal(signum)
             return
         caught.append(signum)
+        first_at.append(time.monotonic())
         with _seen_lock:
             _seen.append(Interrupt(signal.Signals(signum).name, work, time.time()))
         stop()
