@@ -10,8 +10,9 @@ So a blocking activity (a foreground replay, a ``wait: true`` stressor) runs its
 :func:`stop_on_signals`, which
 
 * remembers the handlers in place (Chaos Toolkit's, Python's ``default_int_handler``, …),
-* on SIGTERM/SIGINT asks the work to stop (``stop`` must not block: it is called from the
-  signal handler) and notes the interrupt in this process (:func:`take_interrupts`),
+* on SIGTERM/SIGINT asks the work to stop (``stop`` runs in the signal handler: it must not
+  block nor take a lock, see :class:`StopRequest`) and notes the interrupt in this process
+  (:func:`take_interrupts`),
 * puts the remembered handlers back, whatever happens, and once the work has stopped calls the
   remembered handler with the signal, so whoever owned it sees it (``KeyboardInterrupt`` for
   SIGINT, Chaos Toolkit's ``InterruptExecution`` for SIGTERM). A second signal while the work is
@@ -30,12 +31,20 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-__all__ = ["Interrupt", "hold_signals", "note_signals", "stop_on_signals", "take_interrupts"]
+__all__ = [
+    "Interrupt",
+    "StopRequest",
+    "hold_signals",
+    "note_signals",
+    "stop_on_signals",
+    "take_interrupts",
+]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: A second signal this many seconds after the first goes to the owner at once (see below).
@@ -53,19 +62,44 @@ class Interrupt:
     at: float
 
 
-_seen: list[Interrupt] = []
-_seen_lock = threading.Lock()
+# NB: no lock: signal handlers run on the main thread between any two bytecodes, also while it
+# would hold one. deque.append and popleft are atomic.
+_seen: deque[Interrupt] = deque()
+
+
+def _note(signum: int, work: str) -> None:
+    _seen.append(Interrupt(signal.Signals(signum).name, work, time.time()))
 
 
 def take_interrupts() -> list[Interrupt]:
     """The interrupts noted since the last call, oldest first (and forget them)."""
-    with _seen_lock:
-        taken = list(_seen)
-        _seen.clear()
-    return taken
+    taken: list[Interrupt] = []
+    while True:
+        try:
+            taken.append(_seen.popleft())
+        except IndexError:
+            return taken
 
 
 Handler = Callable[[int, FrameType | None], object] | int | None
+
+
+class StopRequest:
+    """A flag a signal handler can raise: ``threading.Event.set`` takes a plain lock, which
+    the main thread may hold at the very moment its signal handler runs (a deadlock)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def set(self) -> None:
+        self.requested = True
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, less once the stop is requested; whether it is."""
+        deadline = time.monotonic() + timeout
+        while not self.requested and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+        return self.requested
 
 
 @contextmanager
@@ -92,8 +126,7 @@ def stop_on_signals(stop: Callable[[], object], *, work: str) -> Iterator[None]:
             return
         caught.append(signum)
         first_at.append(time.monotonic())
-        with _seen_lock:
-            _seen.append(Interrupt(signal.Signals(signum).name, work, time.time()))
+        _note(signum, work)
         stop()
 
     previous, restore = _install(handler)
@@ -163,8 +196,7 @@ def note_signals(*, work: str) -> Callable[[], None]:
         return lambda: None
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        with _seen_lock:
-            _seen.append(Interrupt(signal.Signals(signum).name, work, time.time()))
+        _note(signum, work)
         owner = previous.get(signum)
         if callable(owner):
             owner(signum, frame)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chaosmem.interrupts import ESCALATE_AFTER, stop_on_signals, take_interrupts
+from chaosmem.interrupts import ESCALATE_AFTER, StopRequest, stop_on_signals, take_interrupts
 
 
 class Owner(Exception):
@@ -46,7 +46,7 @@ def _send_later(*delays: float) -> threading.Thread:
 
 
 def test_the_work_stops_then_the_owner_gets_the_signal_once(owner: list[int]) -> None:
-    stopped = threading.Event()
+    stopped = StopRequest()
     finished: list[str] = []
     sender = _send_later(0.1, 0.05)  # a second one right after: the same request
     with pytest.raises(Owner), stop_on_signals(stopped.set, work="test"):
@@ -59,7 +59,7 @@ def test_the_work_stops_then_the_owner_gets_the_signal_once(owner: list[int]) ->
 
 
 def test_a_later_second_signal_goes_to_the_owner_at_once(owner: list[int]) -> None:
-    stopped = threading.Event()
+    stopped = StopRequest()
     reached: list[str] = []
     sender = _send_later(0.1, ESCALATE_AFTER + 0.2)
     started = time.monotonic()

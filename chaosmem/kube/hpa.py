@@ -7,13 +7,12 @@ Times come from the cluster's own records, not from when we happened to look: th
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
-from chaosmem.interrupts import stop_on_signals
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.kube.client import Api, NotFound
 
 __all__ = ["reaction_time", "read_replicas", "scaled_at"]
@@ -112,7 +111,7 @@ def reaction_time(
     ``until="ready"``, its target has ``desiredReplicas`` Ready pods; None when that did not
     happen within ``timeout`` seconds of ``since``."""
     deadline = since + timeout
-    stopping = threading.Event()
+    stopping = StopRequest()
     with stop_on_signals(stopping.set, work="waiting for the autoscaler"):
         while True:
             hpa = read_hpa(api, namespace, name)

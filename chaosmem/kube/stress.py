@@ -32,7 +32,7 @@ from kubernetes.stream import stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, WSClient
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.interrupts import stop_on_signals
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.kube.client import Api, connect
 from chaosmem.ledger import Entry, Ledger, current_run, register_undo
 from chaosmem.stress import engine
@@ -363,12 +363,12 @@ def inject_in_pods(target: Any, request: StressRequest, *, directory: Path) -> d
 def _wait(stressors: list[PodStressor]) -> None:
     """Until every in-pod stressor has ended; SIGTERM/SIGINT stop them at once and are then
     handed on (see :mod:`chaosmem.interrupts`)."""
-    stopping = threading.Event()
+    stopping = StopRequest()
     with stop_on_signals(stopping.set, work="inject_allocation_stress"):
         for stressor in stressors:
-            while not stressor.join(0.1) and not stopping.is_set():
+            while not stressor.join(0.1) and not stopping.requested:
                 pass
-        if stopping.is_set():
+        if stopping.requested:
             for stressor in stressors:
                 _stop_one(stressor.api, stressor.entry.undo, grace=1.0)
 

@@ -8,7 +8,6 @@ rolling it back after a crash) ends every process in the cgroup, by PID, and rem
 from __future__ import annotations
 
 import os
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
-from chaosmem.interrupts import stop_on_signals
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.ledger import Entry, Ledger, register_undo
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
@@ -64,7 +63,7 @@ def _answers(url: str) -> bool:
 def _wait_ready(url: str, deadline: float, process_alive: Any) -> float:
     """Poll ``url`` until it answers with a status below 500; returns seconds waited."""
     started = time.monotonic()
-    stopping = threading.Event()
+    stopping = StopRequest()
     with stop_on_signals(stopping.set, work="waiting for the service to be ready"):
         while True:
             if not process_alive():

@@ -9,7 +9,6 @@ the asked size and slope either way.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
-from chaosmem.interrupts import stop_on_signals
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.ledger import Ledger, current_run
 from chaosmem.stress.engine import PAGE, plan_blocks
 from chaosmem.stress.status import status_path
@@ -111,12 +110,12 @@ def inject(target: Cgroup, request: StressRequest, *, directory: Path) -> dict[s
 def _wait(supervisors: list[Supervisor]) -> None:
     """Until every stressor has ended; SIGTERM/SIGINT stop them at once and are then handed on
     (see :mod:`chaosmem.interrupts`)."""
-    stopping = threading.Event()
+    stopping = StopRequest()
     with stop_on_signals(stopping.set, work="inject_allocation_stress"):
         for supervisor in supervisors:
-            while not supervisor.join(0.1) and not stopping.is_set():
+            while not supervisor.join(0.1) and not stopping.requested:
                 pass
-        if stopping.is_set():
+        if stopping.requested:
             for supervisor in supervisors:
                 supervisor.stop()
 

@@ -7,14 +7,13 @@ the same for a replay that ran in this process, in a background worker, or from 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.interrupts import stop_on_signals
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.state import state_dir
 from chaosmem.traffic.results import read_summary
 from chaosmem.units import parse_duration
@@ -50,7 +49,7 @@ def _summary(configuration: Configuration, replay_id: Any, wait: Any) -> dict[st
     state = state_dir(configuration)
     deadline = time.monotonic() + patience
     summary = read_summary(state, rid)
-    stopping = threading.Event()
+    stopping = StopRequest()
     with stop_on_signals(stopping.set, work="waiting for the replay"):
         while summary.get("state") == "running" and time.monotonic() < deadline:
             if stopping.wait(0.1):
