@@ -13,7 +13,8 @@ workers), so they behave the same everywhere:
 * :func:`write_atomic`: readers in other processes see the old file or the new one, never half
   of one; the temporary file is created exclusively, 0600, without following a symlink.
 
-(The stress engine, which runs isolated from chaosmem's imports, keeps its own few lines.)
+(The stress engine and the stopper shipped into pods over exec (:mod:`chaosmem.kube.stress`)
+run without chaosmem's imports, so they keep their own few lines.)
 """
 
 from __future__ import annotations
