@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 
 from chaosmem import __version__
-from chaosmem.errors import ChaosmemError
+from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.ledger import LEDGER_FILE
 from chaosmem.rollback import rollback
 from chaosmem.state import state_dir
 
@@ -31,7 +32,22 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def _rollback(args: argparse.Namespace) -> int:
     config = {"chaosmem_state_dir": args.state_dir} if args.state_dir else None
-    directory = state_dir(config)
+    # NB: a --state-dir must hold a ledger: a typo after a crash must not read as "nothing to
+    # roll back" (and create an empty folder) while the real one's limits stay tight.
+    directory = state_dir(config, create=not args.state_dir)
+    if args.state_dir and not directory.is_dir():
+        raise InvalidArgument(
+            "--state-dir",
+            str(directory),
+            "the state directory of a chaosmem run; no such directory",
+        )
+    if args.state_dir and not (directory / LEDGER_FILE).is_file():
+        raise InvalidArgument(
+            "--state-dir",
+            str(directory),
+            f"the state directory of a chaosmem run; it holds no {LEDGER_FILE}, so chaosmem "
+            "recorded no change there (is it the directory the run used?)",
+        )
     steps = rollback(directory, run=args.run, dry_run=args.dry_run)
     if args.json:
         print(

@@ -2,10 +2,13 @@
 
 Every record is a JSON object with a unix time ``t`` and a ``kind``:
 
-- ``{"kind": "sample", "t": …, "targets": [{"name", "limit", "usage", "oom_kills"}], "stress":
+- ``{"kind": "sample", "t": …, "targets": [{"name", "limit", "usage", "peak", "peak_from",
+  "oom_kills"}], "stress":
   {"bytes", "stressors"}, "traffic": {"seconds", "sent", "completed", "status", "errors",
   "lag_p99_ms"}}`` — keys only for sources that had something to say;
 - ``{"kind": "mark", "t": …, "event": "activity-start" | "activity-end" | "oom-kill" | …, …}``;
+  each of these three is followed by a sample at once, so the limit just before and after an
+  activity, and memory right after a kill, are recorded whatever the interval;
 - ``{"kind": "stats", "t": …, "samples": n, "cpu_seconds": s, "interval": i}`` — last, so a
   report can show what the recording cost.
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.ledger import current_run
 from chaosmem.state import state_dir
 from chaosmem.timeline.sources import Resolver, Source, SourceSetup, build_sources
 
@@ -39,6 +43,10 @@ TIMELINE_FILE = "timeline.jsonl"
 MIN_INTERVAL = 0.05
 #: How long stop() waits for the last sample and the sources' teardown (seconds).
 STOP_TIMEOUT = 5.0
+#: Marks followed by a sample at once.
+SAMPLED_EVENTS = frozenset({"activity-start", "activity-end", "oom-kill"})
+#: How long a mark waits for its sample (seconds; one takes about a millisecond).
+MARK_SAMPLE_WAIT = 1.0
 
 
 class Recorder:
@@ -86,6 +94,8 @@ class Recorder:
         self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._asked: list[threading.Event] = []
         self._finished = threading.Event()
         self._stopped = False
         self.stalled = False
@@ -130,6 +140,7 @@ class Recorder:
                 state=state_dir(self.configuration),
                 started=time.time(),
                 resolve=self._resolve,
+                run=current_run(),
             )
             self._sources = build_sources(setup)
         self._sample()
@@ -139,7 +150,18 @@ class Recorder:
     def _run(self) -> None:
         next_at = time.monotonic() + self.interval
         try:
-            while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
+            while True:
+                asked = self._wake.wait(max(0.0, next_at - time.monotonic()))
+                if self._stopping.is_set():
+                    break
+                if asked:  # a mark asked for a sample now (see mark())
+                    self._wake.clear()
+                    with self._lock:
+                        waiting, self._asked = self._asked, []
+                    self._sample()
+                    for done in waiting:
+                        done.set()
+                    continue
                 self._sample()
                 next_at += self.interval
                 # NB: after a long stall (a suspended VM), skip the missed ticks, don't burst.
@@ -148,6 +170,10 @@ class Recorder:
             # The last sample and the sources' teardown run here, on this thread: a source that
             # hangs or raises then holds up only this thread, and stop() waits a bounded time.
             self._sample()
+            with self._lock:
+                waiting, self._asked = self._asked, []
+            for done in waiting:
+                done.set()
             for source in self._sources:
                 close = getattr(source, "close", None)
                 if callable(close):
@@ -179,6 +205,14 @@ class Recorder:
         with self._lock:
             self._open()
         self._append({**fields, "t": time.time(), "kind": "mark", "event": event})
+        if event in SAMPLED_EVENTS and self._thread is not None and not self._stopping.is_set():
+            # NB: taken on the sampling thread, and waited for a bounded time only: a source
+            # that hangs must not hold up the activity (or the restore) that marked.
+            done = threading.Event()
+            with self._lock:
+                self._asked.append(done)
+            self._wake.set()
+            done.wait(MARK_SAMPLE_WAIT)
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> list[dict[str, Any]]:
         """Stop sampling (after one last sample) and return every record, oldest first.
@@ -190,6 +224,7 @@ class Recorder:
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stopping.set()
+            self._wake.set()
             if not self._finished.wait(timeout):
                 logger.warning(
                     "chaosmem timeline: a source did not finish within %gs; its last sample "
