@@ -93,7 +93,9 @@ class _Run:
         nothing the recording does may keep the run from its restore."""
         try:
             self.recorder.mark(event, **fields)
-        except Exception as exc:
+        except (OSError, ValueError, ChaosmemError) as exc:
+            # NB: not every Exception: Chaos Toolkit's SIGTERM handler raises InterruptExecution
+            # wherever the main thread is, and that must reach Chaos Toolkit.
             logger.warning("chaosmem: could not record %s: %s", event, exc)
 
     def on_kill(self, kill: OomEvent) -> None:
@@ -349,26 +351,28 @@ def after_activity_control(context: dict[str, Any], state: Any = None, **argumen
     run = _current
     if run is None:
         return
-    # NB: signals are handled on the main thread only, where foreground activities run; a
-    # background activity ending on a pool thread must not take the interrupt of another.
-    caught: list[Interrupt] = []
-    if threading.current_thread() is threading.main_thread():
-        run.unnote()
-        run.unnote = _nothing
-        caught = take_interrupts()
     status = state.get("status") if isinstance(state, Mapping) else None
     name = context.get("name")
-    run.mark("activity-end", name=name, activity_type=context.get("type"), status=status)
+    caught: list[Interrupt] = []
     try:
-        run.watch_targets()
-    except Exception as exc:
-        logger.warning("chaosmem: watching the targets for OOM kills failed: %s", exc)
+        run.mark("activity-end", name=name, activity_type=context.get("type"), status=status)
+        try:
+            run.watch_targets()
+        except (ChaosmemError, OSError) as exc:
+            logger.warning("chaosmem: watching the targets for OOM kills failed: %s", exc)
+    finally:
+        # NB: signals are handled on the main thread only, where foreground activities run; a
+        # background activity ending on a pool thread must not take the interrupt of another.
+        # The note comes off last: a signal while this function ran is still this activity's.
+        if threading.current_thread() is threading.main_thread():
+            run.unnote()
+            run.unnote = _nothing
+            caught = take_interrupts()
+        if caught and run.interrupted is None:
+            run.interrupted, run.interrupted_activity = caught[0], str(name)
     if not caught:
         return
     first = caught[0]
-    if run.interrupted is None:
-        run.interrupted = first
-        run.interrupted_activity = str(name)
     run.mark("interrupted", signal=first.signal, activity=name, work=first.work)
     if run.phase != "rollback":  # NB: raised from a rollback it would skip the journal's end
         raise InterruptExecution(f"chaosmem: {first.signal} stopped {name!r}; ending the run")
@@ -396,10 +400,11 @@ def after_experiment_control(
         run.unnote()
         run.unnote = _nothing
     try:
-        run.mark(
-            "experiment-end", status=state.get("status") if isinstance(state, Mapping) else None
-        )
         with hold_signals(work="the restore"):
+            run.mark(
+                "experiment-end",
+                status=state.get("status") if isinstance(state, Mapping) else None,
+            )
             restored, timeline = run.finish()
         _current = None
     except Exception as exc:

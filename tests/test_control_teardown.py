@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chaoslib.exceptions import InterruptExecution
+from chaoslib.exit import exit_signals
 
 from chaosmem import control
 from chaosmem.ledger import LEDGER_FILE, Ledger
 from chaosmem.limits.actions import tighten_memory_limit
 from chaosmem.targets.cgroup import Cgroup
+from chaosmem.timeline import Recorder
 from tests.conftest import REPO
 
 CHAOS = str(Path(sys.executable).parent / "chaos")
@@ -111,3 +117,41 @@ def test_a_restore_that_fails_is_tried_again_at_cleanup(
         control.cleanup_control()
     assert cgroup.memory_limit() == 256 << 20
     assert not Ledger(Path(state["chaosmem_state_dir"])).read().open()
+
+
+class _SlowSource:
+    """A source that takes 0.3 s a sample (a slow HTTP endpoint)."""
+
+    key = "slow"
+
+    def sample(self) -> int:
+        time.sleep(0.3)
+        return 1
+
+
+def test_a_sigterm_while_the_control_records_reaches_chaos_toolkit(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    """Chaos Toolkit's own handler raises InterruptExecution wherever the main thread is: while
+    the control waits for a mark's sample, it must reach Chaos Toolkit, not be logged away."""
+    recorder = Recorder(
+        directory=tmp_path / "run", interval=60, targets=[], configuration=state,
+        sources=[_SlowSource()],
+    )  # fmt: skip
+    run = control._Run(
+        "r", Path(state["chaosmem_state_dir"]), tmp_path / "run", state, [], recorder
+    )
+    recorder.start()
+    control._current = run
+    activity = {"name": "a", "type": "action"}
+    try:
+        with exit_signals():  # Chaos Toolkit's handlers, as in `chaos run`
+            control.before_activity_control(activity)
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            with pytest.raises(InterruptExecution):
+                control.after_activity_control(activity, state={"status": "succeeded"})
+            assert getattr(signal.getsignal(signal.SIGTERM), "__name__", "") == "_terminate_now"
+        assert run.interrupted is not None and run.interrupted.signal == "SIGTERM"
+    finally:
+        control._current = None
+        recorder.stop()
