@@ -32,6 +32,8 @@ ACTIVITY_MODULES = (
     "chaosmem.stress.actions",
     "chaosmem.traffic.actions",
     "chaosmem.traffic.probes",
+    "chaosmem.prometheus.probes",
+    "chaosmem.gomem.probes",
 )
 
 

@@ -53,8 +53,10 @@ class Recorder:
     """Samples ``targets`` every ``interval`` seconds into ``directory/timeline.jsonl``.
 
     ``sources`` replaces the registered sources (tests, benchmarks); ``resolve`` replaces
-    ``chaosmem.targets.resolve_target`` for the built-in targets source. A source may have a
-    ``close()``, called once after the last sample (a client to close, say).
+    ``chaosmem.targets.resolve_target`` for the built-in targets source; ``extra`` reaches every
+    source factory as ``SourceSetup.extra`` (the control's arguments for the ``go`` and
+    ``prometheus`` sources, and the run's secrets), with ``run_dir`` added. A source may have a
+    ``close()``: it ends its work in flight just before the last sample, on the sampling thread.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class Recorder:
         configuration: dict[str, Any] | None,
         resolve: Resolver | None = None,
         sources: list[Source] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         if (
             isinstance(interval, bool)
@@ -90,6 +93,7 @@ class Recorder:
         self.targets = [dict(t) for t in targets]
         self._resolve = resolve
         self._given_sources = sources
+        self.extra = dict(extra or {})
         self._sources: list[Source] = []
         self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -141,6 +145,7 @@ class Recorder:
                 started=time.time(),
                 resolve=self._resolve,
                 run=current_run(),
+                extra={**self.extra, "run_dir": self.directory},
             )
             self._sources = build_sources(setup)
         self._sample()
@@ -167,13 +172,10 @@ class Recorder:
                 # NB: after a long stall (a suspended VM), skip the missed ticks, don't burst.
                 if next_at < time.monotonic():
                     next_at = time.monotonic() + self.interval
-            # The last sample and the sources' teardown run here, on this thread: a source that
+            # The sources' teardown and the last sample run here, on this thread: a source that
             # hangs or raises then holds up only this thread, and stop() waits a bounded time.
-            self._sample()
-            with self._lock:
-                waiting, self._asked = self._asked, []
-            for done in waiting:
-                done.set()
+            # NB: a source with work in flight (evidence captures) ends it in close(), so the
+            # last sample carries its results and nothing outlives the run.
             for source in self._sources:
                 close = getattr(source, "close", None)
                 if callable(close):
@@ -181,6 +183,11 @@ class Recorder:
                         close()
                     except Exception as exc:
                         logger.warning("chaosmem timeline: closing %r failed: %s", source.key, exc)
+            self._sample()
+            with self._lock:
+                waiting, self._asked = self._asked, []
+            for done in waiting:
+                done.set()
         finally:
             self._finished.set()
 
@@ -217,14 +224,19 @@ class Recorder:
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> list[dict[str, Any]]:
         """Stop sampling (after one last sample) and return every record, oldest first.
 
-        Waits at most ``timeout`` seconds for the sampling thread's last sample and its sources'
-        teardown; a source that hangs past it is left behind on its daemon thread (and said so
-        in the stats record), it does not hold up the caller. Safe to call again.
+        Waits at most ``timeout`` seconds (or a source's own ``close_timeout``, when longer) for
+        the sampling thread's last sample and its sources' teardown; a source that hangs past it
+        is left behind on its daemon thread (and said so in the stats record), it does not hold
+        up the caller. Safe to call again.
         """
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stopping.set()
             self._wake.set()
+            # NB: a source with longer work in flight says how long it may take to close.
+            timeout = max(
+                [timeout, *(float(getattr(s, "close_timeout", 0)) for s in self._sources)]
+            )
             if not self._finished.wait(timeout):
                 logger.warning(
                     "chaosmem timeline: a source did not finish within %gs; its last sample "
