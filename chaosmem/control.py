@@ -47,12 +47,13 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 import chaosmem.autoscaling.sources  # noqa: F401  (registers the timeline's replicas source)
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.gomem.source import parse_go_argument
-from chaosmem.interrupts import Interrupt, hold_signals, note_signals, take_interrupts
+from chaosmem.interrupts import Interrupt, note_signals, take_interrupts
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
 from chaosmem.prometheus.client import settings_from
 from chaosmem.prometheus.source import parse_queries
 from chaosmem.rollback import rollback
+from chaosmem.safeguards.trip import holding_exits, tripped
 from chaosmem.state import state_dir
 from chaosmem.targets import TARGET_TYPES, OomWatch, resolve_target
 from chaosmem.targets.oomwatch import OomEvent, OomWatcher
@@ -424,8 +425,11 @@ def after_experiment_control(
     if threading.current_thread() is threading.main_thread():
         run.unnote()
         run.unnote = _nothing
+    guard = tripped()  # chaostoolkit-addons' safeguard that stopped the run, if one did
     try:
-        with hold_signals(work="the restore"):
+        with holding_exits():
+            if guard:
+                run.mark("safeguard", **guard)
             run.mark(
                 "experiment-end",
                 status=state.get("status") if isinstance(state, Mapping) else None,
@@ -453,6 +457,7 @@ def after_experiment_control(
             "timeline": timeline,
             "oom_kills": [m for m in marks if m["event"] == "oom-kill"],
             "restored": restored,
+            "safeguard": guard,
         }
         if run.interrupted is not None:
             # NB: whatever Chaos Toolkit made of it, a signal ended this run: the gate fails it.
@@ -473,7 +478,7 @@ def cleanup_control(**arguments: Any) -> None:
     run = _current
     if run is not None:
         try:
-            with hold_signals(work="the restore"):
+            with holding_exits():
                 run.finish()
             _current = None
         finally:

@@ -21,13 +21,12 @@ So a blocking activity (a foreground replay, a ``wait: true`` stressor) runs its
 
 The chaosmem control reads :func:`take_interrupts` after each activity and interrupts the run,
 which Chaos Toolkit's provider would not do by itself, and runs its restore inside
-:func:`hold_signals`, so that a second Ctrl-C cannot cut an undo in half. Outside the main
-thread (signals are only delivered there) nothing is installed.
+:func:`chaosmem.safeguards.trip.holding_exits`, so that a second Ctrl-C cannot cut an undo in
+half. Outside the main thread (signals are only delivered there) nothing is installed.
 """
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 import time
@@ -40,7 +39,7 @@ from types import FrameType
 __all__ = [
     "Interrupt",
     "StopRequest",
-    "hold_signals",
+    "note_interrupt",
     "note_signals",
     "stop_on_signals",
     "take_interrupts",
@@ -49,8 +48,6 @@ __all__ = [
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: A second signal this many seconds after the first goes to the owner at once (see below).
 ESCALATE_AFTER = 1.0
-
-logger = logging.getLogger("chaostoolkit")
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,8 @@ class Interrupt:
 _seen: deque[Interrupt] = deque()
 
 
-def _note(signum: int, work: str) -> None:
+def note_interrupt(signum: int, *, work: str) -> None:
+    """Note that ``signum`` stopped ``work`` (for a caller with a signal handler of its own)."""
     _seen.append(Interrupt(signal.Signals(signum).name, work, time.time()))
 
 
@@ -126,7 +124,7 @@ def stop_on_signals(stop: Callable[[], object], *, work: str) -> Iterator[None]:
             return
         caught.append(signum)
         first_at.append(time.monotonic())
-        _note(signum, work)
+        note_interrupt(signum, work=work)
         stop()
 
     previous, restore = _install(handler)
@@ -144,31 +142,6 @@ def _hand_on(handler: Handler, signum: int, frame: FrameType | None) -> None:
     summary)."""
     if callable(handler):
         handler(signum, frame)
-
-
-@contextmanager
-def hold_signals(*, work: str) -> Iterator[list[str]]:
-    """Run the block to its end whatever SIGTERM/SIGINT arrive; yields the names of those that did.
-
-    For the restore at the end of a run: a second Ctrl-C or SIGTERM raised in the middle of it
-    would leave a service running or a limit tight, with its ledger entry half undone. The run
-    is ending anyway; SIGKILL still ends the process (and ``chaosmem rollback`` finishes then).
-    """
-    held: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield held
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        held.append(name)
-        logger.warning("chaosmem: %s during %s: it goes on to its end first", name, work)
-
-    _previous, restore = _install(handler)
-    try:
-        yield held
-    finally:
-        restore()
 
 
 def _install(
@@ -196,7 +169,7 @@ def note_signals(*, work: str) -> Callable[[], None]:
         return lambda: None
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        _note(signum, work)
+        note_interrupt(signum, work=work)
         owner = previous.get(signum)
         if callable(owner):
             owner(signum, frame)
