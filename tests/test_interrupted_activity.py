@@ -196,8 +196,8 @@ def test_run_replay_hands_the_signal_on_and_puts_the_handler_back(tmp_path: Path
     try:
         capture = write_timed_gor(tmp_path / "two.gor", count=2, span_s=0.2)
         with RecordingServer() as server:
-            options = parse_options(
-                capture=str(capture), target_url=server.url, loop=True, duration="60s"
+            options = parse_options(  # one engine in this process: run_engine's handlers
+                capture=str(capture), target_url=server.url, loop=True, duration="60s", workers=1
             )
             summary = run_replay(
                 options, state=state, on_start=lambda _r: os.kill(os.getpid(), signal.SIGTERM)
@@ -215,8 +215,8 @@ def test_sigint_stops_run_replay_then_raises_keyboard_interrupt(tmp_path: Path) 
     capture = write_timed_gor(tmp_path / "two.gor", count=2, span_s=0.2)
     take_interrupts()
     with RecordingServer() as server:
-        options = parse_options(
-            capture=str(capture), target_url=server.url, loop=True, duration="60s"
+        options = parse_options(  # one engine in this process: run_engine's handlers
+            capture=str(capture), target_url=server.url, loop=True, duration="60s", workers=1
         )
         with pytest.raises(KeyboardInterrupt):
             run_replay(
