@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,9 +59,13 @@ def test_a_stressor_of_a_sigkilled_run_reports_0_bytes_after_rollback(
         assert proc.poll() is None and time.monotonic() < deadline, "the stressor never held"
         status = next(iter((state / "stress").glob("*.json")), None)
         time.sleep(0.05)
+    stressor_id = status.name.removesuffix(".json")
+    # NB: frozen first, so the engine cannot notice its parent's end and write a last status:
+    # the SIGKILL that PR_SET_PDEATHSIG sends ends it as it stands, as a crash would.
+    for pid in find_engines(stressor_id, cgroup=cgroup.path, status=status):
+        os.kill(pid, signal.SIGSTOP)
     proc.kill()
     proc.wait()
-    stressor_id = status.name.removesuffix(".json")
     while find_engines(stressor_id, cgroup=cgroup.path, status=status):
         assert time.monotonic() < deadline, "the engine outlived its run"
         time.sleep(0.05)
