@@ -9,11 +9,15 @@ so that a value means here exactly what it means in a pod spec.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.util
 import math
 import re
+import sys
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-
-from kubernetes.utils.quantity import parse_quantity
+from pathlib import Path
 
 from chaosmem.errors import InvalidArgument
 
@@ -36,6 +40,41 @@ _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0
 _RATE_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+@functools.cache
+def _parse_quantity() -> Callable[[str], Decimal]:
+    """The kubernetes client's own ``parse_quantity``, without importing the whole client.
+
+    NB: ``import kubernetes.utils.quantity`` runs ``kubernetes/__init__``, which loads every API
+    model (about a second here, a minute under qemu TCG) in each process that parses a size:
+    every `chaos run`, stressor and ``chaosmem`` command. The quantity module itself needs only
+    ``decimal``, so it is loaded from the installed client's file; an already imported client,
+    or any surprise in its layout, means the ordinary import.
+    """
+    if "kubernetes" not in sys.modules:
+        with contextlib.suppress(Exception):
+            return _quantity_from_file()
+    from kubernetes.utils.quantity import parse_quantity
+
+    imported: Callable[[str], Decimal] = parse_quantity
+    return imported
+
+
+def _quantity_from_file() -> Callable[[str], Decimal]:
+    """``parse_quantity`` from ``kubernetes/utils/quantity.py``, not running the package."""
+    package = importlib.util.find_spec("kubernetes")
+    where = package.submodule_search_locations if package else None
+    if not where:
+        raise ImportError("the kubernetes client is not installed as a package")
+    path = Path(next(iter(where))) / "utils" / "quantity.py"
+    spec = importlib.util.spec_from_file_location("chaosmem._k8s_quantity", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parse: Callable[[str], Decimal] = module.parse_quantity
+    return parse
+
+
 def _is_number(value: object) -> bool:
     # NB: bool is an int in Python; `true` in a JSON experiment is never a size.
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -56,7 +95,7 @@ def parse_size(value: object, *, name: str, minimum: int = 0) -> int:
                 name, value, SIZE_EXPECTED + " ('m' is milli: did you mean 'Mi'?)"
             )
         try:
-            number = parse_quantity(text)
+            number = _parse_quantity()(text)
         except (ValueError, InvalidOperation, TypeError):
             raise InvalidArgument(name, value, SIZE_EXPECTED) from None
     else:

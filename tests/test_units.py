@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaosmem.errors import InvalidArgument
 from chaosmem.units import (
+    _quantity_from_file,
     format_size,
     parse_duration,
     parse_fraction,
@@ -152,3 +156,30 @@ def test_format_size() -> None:
     assert format_size(512 << 20) == "512Mi"
     assert format_size(None) == "unlimited"
     assert format_size(100) == "100B"
+
+
+QUANTITY_FROM_FILE = _quantity_from_file()
+
+
+@settings(deadline=None)
+@given(st.from_regex(r"\A[0-9.eE+-]{0,8}(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m|u|n)?\Z"))
+def test_sizes_parse_exactly_as_the_kubernetes_client_does(text: str) -> None:
+    from kubernetes.utils.quantity import parse_quantity
+
+    def outcome(parse: Any) -> object:
+        try:
+            return parse(text)
+        except Exception as exc:
+            return type(exc)
+
+    assert outcome(QUANTITY_FROM_FILE) == outcome(parse_quantity)
+
+
+def test_parsing_a_size_does_not_load_the_whole_kubernetes_client() -> None:
+    code = (
+        "import sys; from chaosmem.units import parse_size; "
+        "assert parse_size('1.5Gi', name='x') == 1610612736; print('kubernetes' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -48,8 +48,9 @@ def restore_memory_limit(
 ) -> dict[str, Any]:
     """Put back the limits the ledger recorded: the target's, or every open one when no target
     is given (``configuration["chaosmem_target"]`` is not used here, on purpose: a bare call in a
-    rollback restores everything). Running it twice is harmless."""
-    resolved = resolve_target(target, None) if target is not None else None
+    rollback restores everything). A given target is resolved with the run's configuration, so a
+    service target is found in ``chaosmem_state_dir``. Running it twice is harmless."""
+    resolved = resolve_target(target, configuration) if target is not None else None
     restored = restore_limits(
         Ledger(state_dir(configuration)), target=resolved, configuration=configuration
     )
