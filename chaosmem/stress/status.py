@@ -11,11 +11,12 @@ to ``<id>.log``; none of them matches ``*.json``.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 from pathlib import Path
 from typing import Any
+
+from chaosmem.lifecycle import write_atomic
 
 __all__ = [
     "PHASES",
@@ -76,9 +77,7 @@ def read_status(path: Path) -> dict[str, Any] | None:
 def update_status(path: Path, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into the status and replace it atomically; ``t`` becomes now."""
     status = {**(read_status(path) or {}), **fields, "t": time.time()}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(status, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(status, default=str))
     return status
 
 
