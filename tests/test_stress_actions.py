@@ -186,7 +186,9 @@ def test_a_pool_thread_ending_does_not_end_the_stressor(
             inject_allocation_stress, target_of(cgroup), size="16Mi", configuration=state
         ).result()
     status = Path(result["stressors"][0]["status_file"])
-    wait_for(lambda: (read_status(status) or {}).get("phase") == "hold", "the stressor's hold phase")
+    wait_for(
+        lambda: (read_status(status) or {}).get("phase") == "hold", "the stressor's hold phase"
+    )
     assert cgroup.pids() == result["pids"]
 
 
@@ -229,7 +231,9 @@ def test_sigkill_of_the_starting_process_leaves_no_stressor(
         assert cgroup.pids() == pids
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        wait_for(lambda: not cgroup.pids(), "the orphaned stressor ending after its parent's SIGKILL")
+        wait_for(
+            lambda: not cgroup.pids(), "the orphaned stressor ending after its parent's SIGKILL"
+        )
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -58,7 +58,9 @@ def test_ramp_never_runs_ahead_of_the_asked_rate_and_plateaus_at_the_asked_size(
     plateau = statistics.median(cgroup.memory_usage() for _ in range(4))  # held for 60 s
     # the engine's interpreter and one allocation step are charged on top of the schedule
     slack = 16 * MI + 4 * MI
-    ahead = [(t - called, u - before) for t, u in samples if u - before > rate * (t - called) + slack]
+    ahead = [
+        (t - called, u - before) for t, u in samples if u - before > rate * (t - called) + slack
+    ]
     assert not ahead, f"charged ahead of 50Mi/s (seconds, bytes): {ahead[:5]}"
     overhead = plateau - before - size
     assert 0 <= overhead <= 16 * MI, f"plateau {plateau / MI:.1f}Mi, overhead {overhead / MI:.1f}Mi"

@@ -17,7 +17,6 @@ from chaosmem.ledger import set_current_run
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.timeline import TIMELINE_FILE, Recorder, read_timeline
 
-
 HANG = 120  # a hang guard, not a speed figure
 
 

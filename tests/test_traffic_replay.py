@@ -175,7 +175,10 @@ def _refused_replay_peak(tmp_path: Path, count: int) -> tuple[dict[str, Any], in
     tracemalloc.start()
     try:
         summary = replay_traffic(
-            capture=str(capture), target_url=refused_url(), rate=8000, timeout="60s",
+            capture=str(capture),
+            target_url=refused_url(),
+            rate=8000,
+            timeout="60s",
             configuration=config,
         )  # fmt: skip  (NB: a long timeout: a refusal is a refusal, however late it is seen)
         _current, peak = tracemalloc.get_traced_memory()
@@ -242,7 +245,9 @@ def test_loop_repeats_until_duration_and_results_layout(
             configuration=config,
         )
         arrived = len(server.arrived)
-    assert summary["passes"] >= 2  # a 0.09 s capture looped over 2.5 s (about 27 on an idle machine)
+    assert (
+        summary["passes"] >= 2
+    )  # a 0.09 s capture looped over 2.5 s (about 27 on an idle machine)
     assert summary["state"] == "done"
     assert arrived == summary["completed"] == summary["sent"]
     state = Path(config["chaosmem_state_dir"])

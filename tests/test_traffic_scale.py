@@ -153,7 +153,11 @@ def test_workers_keep_one_clock(tmp_path: Path, config: dict[str, Any]) -> None:
     times = sorted(a.at for a in arrived)
     due = sorted(summary["started_at"] + r[0] / 1e6 for r in records)
     assert len(times) == len(due) == 101
-    early = [(k, round(d - t, 3)) for k, (t, d) in enumerate(zip(times, due, strict=True)) if t < d - 0.01]
+    early = [
+        (k, round(d - t, 3))
+        for k, (t, d) in enumerate(zip(times, due, strict=True))
+        if t < d - 0.01
+    ]
     assert not early, f"arrived before their time (index, seconds early): {early[:5]}"
 
 
