@@ -70,11 +70,22 @@ def _start(experiment: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a hang guard, not a speed figure
     while not ready():
         assert proc.poll() is None, proc.communicate()[0].decode()
-        assert time.monotonic() < deadline, f"never: {what}"
+        assert time.monotonic() < deadline, f"hung: never {what}"
         time.sleep(0.05)
+
+
+def _activity_started(state: Path, name: str) -> bool:
+    """Whether the run's timeline marks ``name`` as started (the control writes it first)."""
+    for path in state.glob("runs/*/timeline.jsonl"):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):  # a line being written
+                record = json.loads(line)
+                if record.get("event") == "activity-start" and record.get("name") == name:
+                    return True
+    return False
 
 
 def _summaries(state: Path) -> list[dict[str, Any]]:
@@ -305,7 +316,12 @@ def test_sigterm_while_a_probe_waits_for_a_replay_interrupts_the_run(
         path.write_text(json.dumps(experiment))
         proc = _start(path, tmp_path)
         _wait("requests arrive", lambda: len(server.arrived) > 2, proc)
-        time.sleep(0.3)  # into the probe's wait
+        # NB: not a sleep: on a loaded machine the run may not have reached the probe yet
+        _wait(
+            "the probe starts waiting",
+            lambda: _activity_started(tmp_path / "state", "wait-for-the-replay"),
+            proc,
+        )
         extension, output = _check_interrupted(proc, tmp_path, cgroup, signal.SIGTERM)
     assert extension["interrupted"]["activity"] == "wait-for-the-replay", output
     assert "replay" in [r["kind"] for r in extension["restored"]], output  # the control stopped it
