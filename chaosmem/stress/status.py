@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ __all__ = [
     "log_path",
     "progress_path",
     "read_blocks",
+    "read_bounded_status",
+    "read_bounded_status",
     "read_progress",
     "read_status",
     "status_path",
@@ -71,6 +74,37 @@ def read_status(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+#: A status file is a few hundred bytes; anything this large is not one.
+_STATUS_MAX = 1 << 20
+
+
+def _refuse_constant(text: str) -> float:
+    raise ValueError(f"non-finite number {text}")
+
+
+def read_bounded_status(path: Path) -> dict[str, Any] | None:
+    """The status file as an object, for readers that trust nothing in it (probes, timeline): opened without following a symlink, bounded in size;
+    None when it is missing, not a regular file, too large or not a JSON object."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _STATUS_MAX:
+            return None
+        data = os.read(fd, _STATUS_MAX + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def update_status(path: Path, **fields: Any) -> dict[str, Any]:
