@@ -25,7 +25,6 @@ __all__ = [
     "progress_path",
     "read_blocks",
     "read_bounded_status",
-    "read_bounded_status",
     "read_progress",
     "read_status",
     "status_path",
