@@ -16,6 +16,12 @@ traffic, every ``interval``, plus each activity's start and end), watches each l
 cgroup for OOM kills with exact times, and stores all of it, with what it restored, in the
 journal under ``extensions`` (``{"name": "chaosmem", "timeline": [...], "restored": [...]}``).
 
+At the end the restore comes first (only the OOM counters are read before it), then the
+watchers and the recorder are stopped with bounded waits; the run stays reachable for
+:func:`cleanup_control` until its restore has run. When SIGTERM or SIGINT stopped a blocking
+chaosmem activity (:mod:`chaosmem.interrupts`), the control ends the run there and marks the
+journal ``interrupted``: Chaos Toolkit's provider would record a failed activity and carry on.
+
 Arguments (``provider.arguments``): ``interval`` (default ``"1s"``), ``services`` (fixtures,
 see :func:`_start_fixtures`), ``go`` (a Go service's MemStats, gctrace and pprof evidence on the
 timeline, see :mod:`chaosmem.gomem.source`) and ``prometheus_queries`` (PromQL values on the
@@ -24,12 +30,13 @@ timeline, see :mod:`chaosmem.prometheus.source`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,7 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 import chaosmem.autoscaling.sources  # noqa: F401  (registers the timeline's replicas source)
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.gomem.source import parse_go_argument
+from chaosmem.interrupts import Interrupt, note_signals, take_interrupts
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
 from chaosmem.prometheus.client import settings_from
@@ -48,7 +56,7 @@ from chaosmem.rollback import rollback
 from chaosmem.safeguards.trip import holding_exits, tripped
 from chaosmem.state import state_dir
 from chaosmem.targets import TARGET_TYPES, OomWatch, resolve_target
-from chaosmem.targets.oomwatch import OomEvent
+from chaosmem.targets.oomwatch import OomEvent, OomWatcher
 from chaosmem.timeline import Recorder
 from chaosmem.units import parse_duration
 
@@ -57,12 +65,17 @@ __all__ = [
     "after_experiment_control",
     "before_activity_control",
     "before_experiment_control",
+    "before_rollback_control",
     "cleanup_control",
     "configure_control",
 ]
 
 logger = logging.getLogger("chaostoolkit")
 EXTENSION_NAME = "chaosmem"
+
+
+#: How many times the control tries to start an OOM watcher on one cgroup before it gives up.
+WATCH_ATTEMPTS = 3
 
 
 @dataclass
@@ -74,10 +87,22 @@ class _Run:
     specs: list[dict[str, Any]]
     recorder: Recorder
     watchers: dict[str, OomWatch] = field(default_factory=dict)
+    watch_failures: dict[str, int] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    phase: str = "method"
+    interrupted: Interrupt | None = None
+    interrupted_activity: str | None = None
+    unnote: Callable[[], None] = field(default=lambda: None)
 
     def mark(self, event: str, **fields: Any) -> None:
-        self.recorder.mark(event, **fields)
+        """Note a moment on the timeline; a failing write (a full disk) is logged, not raised:
+        nothing the recording does may keep the run from its restore."""
+        try:
+            self.recorder.mark(event, **fields)
+        except (OSError, ValueError, ChaosmemError) as exc:
+            # NB: not every Exception: Chaos Toolkit's SIGTERM handler raises InterruptExecution
+            # wherever the main thread is, and that must reach Chaos Toolkit.
+            logger.warning("chaosmem: could not record %s: %s", event, exc)
 
     def on_kill(self, kill: OomEvent) -> None:
         self.mark(
@@ -91,9 +116,9 @@ class _Run:
 
     def watch_targets(self) -> None:
         """Start an OOM watch on every target that can be resolved now (services appear during
-        the method, so this is retried after each activity; background activities end on pool
-        threads, hence the lock). A cgroup is watched through the kernel's notifications, pods
-        through an API watch."""
+        the method, so this is retried after each activity, at most :data:`WATCH_ATTEMPTS`
+        times per target; background activities end on pool threads, hence the lock). A cgroup
+        is watched through the kernel's notifications, pods through an API watch."""
         with self.lock:
             specs = list(self.specs)
         for spec in specs:
@@ -103,34 +128,91 @@ class _Run:
                 continue
             key = json.dumps(target.spec, sort_keys=True)
             with self.lock:
-                if key in self.watchers:
+                if key in self.watchers or self.watch_failures.get(key, 0) >= WATCH_ATTEMPTS:
                     continue
                 try:
                     self.watchers[key] = target.watch_oom_kills(self.on_kill, spec=spec)
-                except ChaosmemError as exc:
-                    logger.debug(
-                        "chaosmem: cannot watch %s for OOM kills: %s", target.describe(), exc
-                    )
+                except (ChaosmemError, OSError) as exc:
+                    self.watch_failures[key] = failures = self.watch_failures.get(key, 0) + 1
+                    level = logging.WARNING if failures == WATCH_ATTEMPTS else logging.DEBUG
+                    logger.log(
+                        level,
+                        "chaosmem: cannot watch %s for OOM kills (attempt %d of %d): %s",
+                        target.describe(), failures, WATCH_ATTEMPTS, exc,
+                    )  # fmt: skip
 
     def finish(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Undo what the run left open, stop watching and recording; returns (restored, timeline)."""
-        for watcher in self.watchers.values():
-            watcher.check_now()  # a last look: kills just before the end still count
-        timeline = self.recorder.stop()  # NB: before the watches stop: its last sample reads them
-        for watcher in self.watchers.values():
-            watcher.stop()
-        self.watchers.clear()
+        """Restore first, then tidy up; returns (restored, timeline).
+
+        The restore comes first and runs whatever the watches or the recorder do (raise, block)
+        afterwards: a cgroup's OOM counter is only *read* before it (a service's cgroup is gone
+        after it), and the kills it shows are recorded in the last look. Every wait is bounded.
+        Safe to call again: a second call restores what the first could not reach and finds
+        nothing left to tidy.
+        """
+        with self.lock:
+            watchers = list(self.watchers.values())
+        counts = [_quietly(w.count_now) if isinstance(w, OomWatcher) else None for w in watchers]
+        try:
+            restored = self._restore()
+        finally:
+            timeline = self._tidy(watchers, counts)
+        return restored, timeline
+
+    def _restore(self) -> list[dict[str, Any]]:
         steps = rollback(self.base, run=self.id, configuration=self.configuration)
         for step in steps:
             if step.ok:
                 logger.info("chaosmem: %s", step.done)
             else:
                 logger.error("chaosmem: could not undo %s: %s", step.entry.describe(), step.error)
-        restored = [
+        return [
             {"kind": s.entry.kind, "target": s.entry.target, "done": s.done, "error": s.error}
             for s in steps
         ]
-        return restored, timeline
+
+    def _tidy(self, watchers: list[OomWatch], counts: list[int | None]) -> list[dict[str, Any]]:
+        """The last look and the end of the watches and the recorder; never raises.
+
+        A cgroup watcher's thread stops first, then it takes its last look (with the count read
+        before the restore). A pod watch takes its last look and stops only after the
+        recorder's last sample, which reads it.
+        """
+        with self.lock:
+            self.watchers.clear()
+        for watcher, count in zip(watchers, counts, strict=True):
+            if isinstance(watcher, OomWatcher):
+                _guarded(watcher.stop)
+                _guarded(functools.partial(watcher.check_now, at_least=count))
+            else:
+                _guarded(watcher.check_now)
+        try:
+            timeline = self.recorder.stop()
+        except Exception as exc:
+            logger.warning("chaosmem: the timeline could not be closed: %s", exc)
+            timeline = []
+        for watcher in watchers:
+            if not isinstance(watcher, OomWatcher):
+                _guarded(watcher.stop)
+        return timeline
+
+
+def _guarded(step: Callable[[], object]) -> None:
+    try:
+        step()
+    except Exception as exc:
+        logger.warning("chaosmem: ending an OOM watch: %s", exc)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _quietly(read: Callable[[], int | None]) -> int | None:
+    try:
+        return read()
+    except Exception:
+        return None
 
 
 _current: _Run | None = None
@@ -200,6 +282,7 @@ def _begin(
     arguments: dict[str, Any],
 ) -> None:
     global _current
+    take_interrupts()  # NB: what stopped an earlier run in this process is not this run's
     try:
         go_arg = arguments.get("go")
         if parse_queries(arguments.get("prometheus_queries")):
@@ -277,18 +360,53 @@ def _start_fixtures(run: _Run, services: object, configuration: Configuration) -
 
 
 def before_activity_control(context: dict[str, Any], **arguments: Any) -> None:
-    if _current is not None:
-        _current.mark("activity-start", name=context.get("name"), activity_type=context.get("type"))
+    """Note the activity's start, and every signal that arrives while it runs (any activity:
+    Chaos Toolkit's provider turns the interrupt into a failed activity and would carry on)."""
+    run = _current
+    if run is not None:
+        run.mark("activity-start", name=context.get("name"), activity_type=context.get("type"))
+        if threading.current_thread() is threading.main_thread():
+            run.unnote()
+            run.unnote = note_signals(work=str(context.get("name")))
 
 
 def after_activity_control(context: dict[str, Any], state: Any = None, **arguments: Any) -> None:
-    if _current is None:
+    """Note the activity's end; when a signal stopped it (:mod:`chaosmem.interrupts`), end the
+    run here: Chaos Toolkit's provider has turned the interrupt into a failed activity and would
+    go on with the next one."""
+    run = _current
+    if run is None:
         return
     status = state.get("status") if isinstance(state, Mapping) else None
-    _current.mark(
-        "activity-end", name=context.get("name"), activity_type=context.get("type"), status=status
-    )
-    _current.watch_targets()
+    name = context.get("name")
+    caught: list[Interrupt] = []
+    try:
+        run.mark("activity-end", name=name, activity_type=context.get("type"), status=status)
+        try:
+            run.watch_targets()
+        except (ChaosmemError, OSError) as exc:
+            logger.warning("chaosmem: watching the targets for OOM kills failed: %s", exc)
+    finally:
+        # NB: signals are handled on the main thread only, where foreground activities run; a
+        # background activity ending on a pool thread must not take the interrupt of another.
+        # The note comes off last: a signal while this function ran is still this activity's.
+        if threading.current_thread() is threading.main_thread():
+            run.unnote()
+            run.unnote = _nothing
+            caught = take_interrupts()
+        if caught and run.interrupted is None:
+            run.interrupted, run.interrupted_activity = caught[0], str(name)
+    if not caught:
+        return
+    first = caught[0]
+    run.mark("interrupted", signal=first.signal, activity=name, work=first.work)
+    if run.phase != "rollback":  # NB: raised from a rollback it would skip the journal's end
+        raise InterruptExecution(f"chaosmem: {first.signal} stopped {name!r}; ending the run")
+
+
+def before_rollback_control(context: Any = None, **arguments: Any) -> None:
+    if _current is not None:
+        _current.phase = "rollback"
 
 
 def after_experiment_control(
@@ -297,11 +415,16 @@ def after_experiment_control(
     configuration: Configuration = None,
     **arguments: Any,
 ) -> None:
-    """Restore everything the run left changed and add what happened to the journal."""
+    """Restore everything the run left changed and add what happened to the journal.
+
+    The run stays reachable (for :func:`cleanup_control`) until its restore has run."""
     global _current
-    run, _current = _current, None
+    run = _current
     if run is None:
         return
+    if threading.current_thread() is threading.main_thread():
+        run.unnote()
+        run.unnote = _nothing
     guard = tripped()  # chaostoolkit-addons' safeguard that stopped the run, if one did
     try:
         with holding_exits():
@@ -312,31 +435,51 @@ def after_experiment_control(
                 status=state.get("status") if isinstance(state, Mapping) else None,
             )
             restored, timeline = run.finish()
+        _current = None
+    except Exception as exc:
+        # NB: Chaos Toolkit would log this at debug level only; cleanup_control tries again.
+        logger.error(
+            "chaosmem: the restore of run %s failed (%s); trying again at cleanup", run.id, exc
+        )
+        return
     finally:
         set_current_run(None)
+    late = take_interrupts()
+    if run.interrupted is None and late:
+        run.interrupted, run.interrupted_activity = late[0], None
     if isinstance(state, dict):
         marks = [r for r in timeline if r.get("kind") == "mark"]
-        state.setdefault("extensions", []).append(
-            {
-                "name": EXTENSION_NAME,
-                "run": run.id,
-                "state_dir": str(run.base),
-                "targets": run.specs,
-                "timeline": timeline,
-                "oom_kills": [m for m in marks if m["event"] == "oom-kill"],
-                "restored": restored,
-                "safeguard": guard,
+        extension: dict[str, Any] = {
+            "name": EXTENSION_NAME,
+            "run": run.id,
+            "state_dir": str(run.base),
+            "targets": run.specs,
+            "timeline": timeline,
+            "oom_kills": [m for m in marks if m["event"] == "oom-kill"],
+            "restored": restored,
+            "safeguard": guard,
+        }
+        if run.interrupted is not None:
+            # NB: whatever Chaos Toolkit made of it, a signal ended this run: the gate fails it.
+            state["status"] = "interrupted"
+            extension["interrupted"] = {
+                "signal": run.interrupted.signal,
+                "activity": run.interrupted_activity,
+                "work": run.interrupted.work,
+                "at": run.interrupted.at,
             }
-        )
+        state.setdefault("extensions", []).append(extension)
 
 
 def cleanup_control(**arguments: Any) -> None:
     """Last resort: if the run ended without ``after_experiment_control`` (an error inside Chaos
     Toolkit itself), restore here."""
     global _current
-    run, _current = _current, None
+    run = _current
     if run is not None:
         try:
-            run.finish()
+            with holding_exits():
+                run.finish()
+            _current = None
         finally:
             set_current_run(None)

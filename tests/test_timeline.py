@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -137,3 +139,28 @@ def test_a_target_that_cannot_be_read_is_recorded_not_raised(tmp_path: Path) -> 
 def test_interval_is_validated(tmp_path: Path, interval: Any) -> None:
     with pytest.raises(InvalidArgument, match="'interval'"):
         Recorder(directory=tmp_path, interval=interval, targets=[], configuration=None)
+
+
+def _open_paths() -> list[str]:
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return paths
+
+
+def test_a_late_mark_is_written_without_leaving_the_file_open(tmp_path: Path) -> None:
+    recorder = Recorder(
+        directory=tmp_path / "run",
+        interval=0.1,
+        targets=[],
+        configuration={"chaosmem_state_dir": str(tmp_path / "state")},
+    )
+    recorder.start()
+    records = recorder.stop()
+    path = str(tmp_path / "run" / TIMELINE_FILE)
+    assert path not in _open_paths()
+    recorder.mark("oom-kill", count=1)  # an OOM watcher's last callback, after the end
+    assert path not in _open_paths()
+    assert read_timeline(tmp_path / "run" / TIMELINE_FILE)[-1]["event"] == "oom-kill"
+    assert recorder.stop()[len(records) :][0]["event"] == "oom-kill"  # and stop() is repeatable

@@ -88,6 +88,8 @@ def parse_go_argument(value: object, targets: list[dict[str, Any]]) -> GoWatch |
 
 class GoSource:
     key = "go"
+    #: How long the recorder waits for close() and the last sample (captures in flight).
+    close_timeout = 95.0
 
     def __init__(self, setup: SourceSetup, watch: GoWatch) -> None:
         self.watch = watch

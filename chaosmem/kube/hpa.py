@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.kube.client import Api, NotFound
 
 __all__ = ["reaction_time", "read_replicas", "scaled_at"]
@@ -110,16 +111,21 @@ def reaction_time(
     ``until="ready"``, its target has ``desiredReplicas`` Ready pods; None when that did not
     happen within ``timeout`` seconds of ``since``."""
     deadline = since + timeout
-    while True:
-        hpa = read_hpa(api, namespace, name)
-        scaled = scaled_at(hpa, since)
-        if scaled is not None and scaled <= deadline:
-            if until == "scaled":
-                return round(scaled - since, 3)
-            desired = int((hpa.get("status") or {}).get("desiredReplicas") or 0)
-            ready = _ready_times(_target_pods(api, namespace, hpa))
-            if desired and len(ready) >= desired and ready[desired - 1] <= deadline:
-                return round(max(scaled, ready[desired - 1]) - since, 3)
-        if time.time() >= deadline:
-            return None
-        time.sleep(min(_POLL, max(0.0, deadline - time.time())))
+    stopping = StopRequest()
+    with stop_on_signals(stopping.set, work="waiting for the autoscaler"):
+        while True:
+            hpa = read_hpa(api, namespace, name)
+            scaled = scaled_at(hpa, since)
+            if scaled is not None and scaled <= deadline:
+                if until == "scaled":
+                    return round(scaled - since, 3)
+                desired = int((hpa.get("status") or {}).get("desiredReplicas") or 0)
+                ready = _ready_times(_target_pods(api, namespace, hpa))
+                if desired and len(ready) >= desired and ready[desired - 1] <= deadline:
+                    return round(max(scaled, ready[desired - 1]) - since, 3)
+            if time.time() >= deadline:
+                return None
+            if stopping.wait(min(_POLL, max(0.0, deadline - time.time()))):
+                raise ChaosmemError(
+                    f"interrupted (SIGTERM/SIGINT) while waiting for HPA {namespace}/{name}"
+                )

@@ -32,6 +32,7 @@ from kubernetes.stream import stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, WSClient
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.kube.client import Api, connect
 from chaosmem.ledger import Entry, Ledger, current_run, register_undo
 from chaosmem.stress import engine
@@ -336,8 +337,7 @@ def inject_in_pods(target: Any, request: StressRequest, *, directory: Path) -> d
             _LIVE[stressor_id] = stressor
             stressors.append(stressor)
         if request.wait:
-            for stressor in stressors:
-                stressor.join()
+            _wait(stressors)
     except BaseException:
         for stressor in stressors:
             _stop_one(stressor.api, stressor.entry.undo, grace=1.0)
@@ -358,6 +358,19 @@ def inject_in_pods(target: Any, request: StressRequest, *, directory: Path) -> d
         "summary": f"{len(results)} in-pod stressor(s) of {format_size(request.size)} in "
         f"{target.describe()}: " + ", ".join(r["outcome"] for r in results),
     }
+
+
+def _wait(stressors: list[PodStressor]) -> None:
+    """Until every in-pod stressor has ended; SIGTERM/SIGINT stop them at once and are then
+    handed on (see :mod:`chaosmem.interrupts`)."""
+    stopping = StopRequest()
+    with stop_on_signals(stopping.set, work="inject_allocation_stress"):
+        for stressor in stressors:
+            while not stressor.join(0.1) and not stopping.requested:
+                pass
+        if stopping.requested:
+            for stressor in stressors:
+                _stop_one(stressor.api, stressor.entry.undo, grace=1.0)
 
 
 def _stop_one(api: Api, undo: Mapping[str, Any], *, grace: float) -> list[int]:

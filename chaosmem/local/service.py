@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.ledger import Entry, Ledger, register_undo
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
@@ -63,14 +64,17 @@ def _answers(url: str) -> bool:
 def _wait_ready(url: str, deadline: float, process_alive: Any) -> float:
     """Poll ``url`` until it answers with a status below 500; returns seconds waited."""
     started = time.monotonic()
-    while True:
-        if not process_alive():
-            raise ChaosmemError("exited before it became ready")
-        if _answers(url) and process_alive():
-            return time.monotonic() - started
-        if time.monotonic() > deadline:
-            raise ChaosmemError(f"did not answer {url} within the ready timeout")
-        time.sleep(0.05)
+    stopping = StopRequest()
+    with stop_on_signals(stopping.set, work="waiting for the service to be ready"):
+        while True:
+            if not process_alive():
+                raise ChaosmemError("exited before it became ready")
+            if _answers(url) and process_alive():
+                return time.monotonic() - started
+            if time.monotonic() > deadline:
+                raise ChaosmemError(f"did not answer {url} within the ready timeout")
+            if stopping.wait(0.05):
+                raise ChaosmemError("was interrupted (SIGTERM/SIGINT) before it became ready")
 
 
 def start(

@@ -137,14 +137,14 @@ def _kill(mark: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _mark_targets(mark: Mapping[str, Any]) -> set[str]:
-    """The names an OOM-kill mark may go by: its target's label, or its cgroup's directory."""
+    """The names an OOM-kill mark may go by: its target's label (the control's marks carry the
+    target spec), else, for older journals, its cgroup's path or directory."""
     target = mark.get("target")
-    names = (
-        {target_label(target) if isinstance(target, Mapping) else str(target)} if target else set()
-    )
+    if target:
+        return {target_label(target) if isinstance(target, Mapping) else str(target)}
     if isinstance(mark.get("cgroup"), str):
-        names |= {mark["cgroup"], mark["cgroup"].rstrip("/").rsplit("/", 1)[-1]}
-    return names
+        return {mark["cgroup"], mark["cgroup"].rstrip("/").rsplit("/", 1)[-1]}
+    return set()
 
 
 def _replicas(value: Any) -> dict[str, float]:

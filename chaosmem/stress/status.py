@@ -1,7 +1,7 @@
 """Where a stressor reports its progress, and how the parent side reads and amends it.
 
 ``STATE/stress/<id>.json`` is replaced atomically a few times per second by the engine (the
-report/timeline reads ``"bytes"`` from every ``STATE/stress/*.json``). The supervisor writes it
+timeline reads ``"bytes"`` from those of the stressors the ledger records for its run). The supervisor writes it
 too, but only when the engine cannot: right after the spawn (so the pid is there at once) and
 after the kernel OOM-killed it (``"phase": "killed"``). Block addresses go to
 ``<id>.blocks.jsonl``, the exact progress counter to ``<id>.progress`` and the engine's output
@@ -17,6 +17,8 @@ import struct
 import time
 from pathlib import Path
 from typing import Any
+
+from chaosmem.lifecycle import write_atomic
 
 __all__ = [
     "PHASES",
@@ -84,8 +86,9 @@ def _refuse_constant(text: str) -> float:
 
 
 def read_bounded_status(path: Path) -> dict[str, Any] | None:
-    """The status file as an object, for readers that trust nothing in it (probes, timeline): opened without following a symlink, bounded in size;
-    None when it is missing, not a regular file, too large or not a JSON object."""
+    """The status file as an object, for readers that trust nothing in it (probes, timeline):
+    opened without following a symlink, bounded in size; None when it is missing, not a regular
+    file, too large or not a JSON object."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -109,9 +112,7 @@ def read_bounded_status(path: Path) -> dict[str, Any] | None:
 def update_status(path: Path, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into the status and replace it atomically; ``t`` becomes now."""
     status = {**(read_status(path) or {}), **fields, "t": time.time()}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(status, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(status, default=str))
     return status
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import signal
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 from chaosmem.ledger import Entry, Ledger, register_undo
+from chaosmem.lifecycle import alive, end_processes
 from chaosmem.stress.status import read_status, update_status
 from chaosmem.stress.supervisor import live_supervisor
 
@@ -26,20 +25,18 @@ STRESSOR_KIND = "stressor"
 _ENGINE_MARKS = ("chaosmem/stress/engine.py", "chaosmem.stress.engine")
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+def _is_engine_of(stressor_id: str) -> Callable[[list[str]], bool]:
+    def identity(argv: list[str]) -> bool:
+        return any(arg.endswith(_ENGINE_MARKS) for arg in argv) and any(
+            arg == "--id" and value == stressor_id for arg, value in itertools.pairwise(argv)
+        )
+
+    return identity
 
 
 def is_stressor(pid: int, stressor_id: str) -> bool:
     """Whether ``pid`` is, right now, the engine of stressor ``stressor_id`` (zombies are not)."""
-    argv = _cmdline(pid)
-    if not any(arg.endswith(_ENGINE_MARKS) for arg in argv):
-        return False
-    return any(arg == "--id" and value == stressor_id for arg, value in itertools.pairwise(argv))
+    return alive(pid, identity=_is_engine_of(stressor_id))
 
 
 def find_engines(stressor_id: str, *, cgroup: Path | None, status: Path | None) -> list[int]:
@@ -57,19 +54,7 @@ def find_engines(stressor_id: str, *, cgroup: Path | None, status: Path | None) 
 
 def stop_processes(stressor_id: str, pids: list[int], *, grace: float) -> list[int]:
     """SIGTERM, then SIGKILL after ``grace``; returns once none of them is our stressor any more."""
-    deadline = time.monotonic() + grace
-    sig = signal.SIGTERM
-    left = list(pids)
-    while left:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        time.sleep(0.02)
-        left = [pid for pid in left if is_stressor(pid, stressor_id)]
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
-        if time.monotonic() > deadline + 10:
-            break
+    end_processes(lambda: [pid for pid in pids if is_stressor(pid, stressor_id)], grace=grace)
     return pids
 
 
@@ -90,9 +75,21 @@ def stop_entry(entry: Entry, *, grace: float = 1.0) -> list[int]:
         )
         if p not in ended
     ]
-    if status is not None and status.exists() and supervisor is None and ended:
-        update_status(status, phase="done", reason="stopped", bytes=0)
+    if status is not None and supervisor is None:
+        _settle_status(status, stopped=bool(ended))
     return ended
+
+
+def _settle_status(status: Path, *, stopped: bool) -> None:
+    """No engine of this stressor runs any more: its status must not say it holds memory.
+
+    An engine that died with its run (SIGKILL, PR_SET_PDEATHSIG) could not write its last
+    status, and a later run's timeline would count the bytes it left there.
+    """
+    last = read_status(status)
+    if last is None or (last.get("bytes") == 0 and last.get("phase") in ("done", "killed")):
+        return
+    update_status(status, phase="done", reason="stopped" if stopped else "gone", bytes=0)
 
 
 @register_undo(STRESSOR_KIND)

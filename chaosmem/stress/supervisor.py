@@ -31,6 +31,7 @@ from typing import Any
 
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger
+from chaosmem.lifecycle import end_processes
 from chaosmem.stress import engine
 from chaosmem.stress.status import log_path, read_progress, read_status, update_status
 from chaosmem.targets.cgroup import Cgroup
@@ -157,12 +158,10 @@ class Supervisor:
         process = self._process
         ended: list[int] = []
         if process is not None and process.poll() is None:
-            ended.append(process.pid)
-            process.terminate()
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            # NB: poll() reaps our own child, so a recycled pid is never signalled.
+            ended += end_processes(
+                lambda: [process.pid] if process.poll() is None else [], grace=grace
+            )
         self.join(grace + 5.0)
         return ended
 

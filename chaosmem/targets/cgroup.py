@@ -21,7 +21,6 @@ two are written in the order the kernel accepts.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -35,6 +34,7 @@ from typing import IO, Any
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Entry, register_undo
+from chaosmem.lifecycle import ProcessesRemain, end_processes
 from chaosmem.targets import LimitChange, LimitRefused
 from chaosmem.targets.mounts import CgroupMount, find_mount, memory_cgroup_of
 from chaosmem.units import format_size
@@ -323,28 +323,23 @@ class Cgroup:
             os.close(procs_fd)
 
     def kill_all(self, *, grace: float = 5.0) -> list[int]:
-        """End every process in the group (SIGTERM, then SIGKILL after ``grace``), by PID."""
-        seen: list[int] = []
-        deadline = time.monotonic() + grace
-        sig = signal.SIGTERM
-        while self.exists():
+        """End every process in the group (SIGTERM, then SIGKILL after ``grace``), by PID.
+
+        Membership is the identity here: the group's own process list is read again each round.
+        """
+
+        def members() -> list[int]:
+            if not self.exists():
+                return []
             try:
-                pids = self.pids()
+                return self.pids()
             except ChaosmemError:
-                break
-            if not pids:
-                break
-            for pid in pids:
-                if pid not in seen:
-                    seen.append(pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            time.sleep(0.02)
-            if time.monotonic() > deadline:
-                sig = signal.SIGKILL
-            if time.monotonic() > deadline + 10:
-                raise ChaosmemError(f"{self.path}: processes {pids} did not end after SIGKILL")
-        return seen
+                return []
+
+        try:
+            return end_processes(members, grace=grace)
+        except ProcessesRemain as exc:
+            raise ChaosmemError(f"{self.path}: {exc}") from None
 
     def remove(self, *, grace: float = 5.0) -> list[int]:
         """End every process in the group and remove it; harmless when it is already gone."""

@@ -70,7 +70,12 @@ def kernel_path(group: Cgroup) -> str | None:
 
 
 class OomWatcher:
-    """Watch one cgroup; ``events`` grows by one :class:`OomEvent` per kill, ``on_kill`` is called too."""
+    """Watch one cgroup; ``events`` grows by one :class:`OomEvent` per kill, ``on_kill`` is called too.
+
+    Every kill is recorded once, whoever looks: the watching thread and :meth:`check_now` take
+    the same lock to move the counter, and ``on_kill`` is called outside it, in kill order per
+    caller. A failed :meth:`start` leaves nothing open.
+    """
 
     def __init__(
         self,
@@ -86,7 +91,8 @@ class OomWatcher:
         self.fallback_interval = fallback_interval
         self.events: list[OomEvent] = []
         self._count = group.oom_kill_count()
-        self._stop_r, self._stop_w = os.pipe()
+        self._lock = threading.Lock()
+        self._stop_r = self._stop_w = -1
         self._thread: threading.Thread | None = None
         self._closers: list[Callable[[], None]] = []
         self._kernel_path = kernel_path(group)
@@ -94,11 +100,6 @@ class OomWatcher:
         self._earlier_pids: set[int] = set()
         self._reports: list[OomReport] = []
         self._kmsg: KmsgReader | None = None
-        try:
-            self._kmsg = KmsgReader()
-            self._closers.append(self._kmsg.close)
-        except OSError:
-            pass  # NB: no kernel log (not root, or a container without it): sampled details
 
     def __enter__(self) -> OomWatcher:
         return self.start()
@@ -107,38 +108,65 @@ class OomWatcher:
         self.stop()
 
     def start(self) -> OomWatcher:
-        source = self._v1_eventfd() if self.group.version == 1 else self._v2_inotify()
-        self._thread = threading.Thread(
-            target=self._run, args=(source,), name="chaosmem-oomwatch", daemon=True
-        )
-        self._thread.start()
+        """Start watching; raises :class:`ChaosmemError` (with every descriptor closed) when the
+        kernel will not notify us."""
+        if self._thread is not None:
+            return self
+        try:
+            self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+            self._closers += [lambda: os.close(self._stop_r), lambda: os.close(self._stop_w)]
+            try:
+                self._kmsg = KmsgReader()
+                self._closers.append(self._kmsg.close)
+            except OSError:
+                pass  # NB: no kernel log (not root, or a container without it): sampled details
+            source = self._v1_eventfd() if self.group.version == 1 else self._v2_inotify()
+            self._thread = threading.Thread(
+                target=self._run, args=(source,), name="chaosmem-oomwatch", daemon=True
+            )
+            self._thread.start()
+        except BaseException as exc:
+            self._close()
+            if isinstance(exc, OSError):
+                raise ChaosmemError(
+                    f"{self.group.path}: cannot watch for OOM kills: {exc.strerror or exc}"
+                ) from None
+            raise
         return self
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            os.write(self._stop_w, b"x")
-            self._thread.join(timeout=5)
-            self._thread = None
-        for close in reversed(self._closers):
-            close()
-        self._closers.clear()
-        for fd in (self._stop_r, self._stop_w):
+    def stop(self, *, timeout: float = 5.0) -> None:
+        """Stop the thread (waiting at most ``timeout``) and close what start() opened."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.write(self._stop_w, b"x")
+            thread.join(timeout=timeout)
+            if thread.is_alive():
+                # NB: stuck in on_kill; its descriptors stay open until it returns and sees the
+                # stop byte, rather than being closed under it (and reused by someone else).
+                return
+        self._close()
+
+    def _close(self) -> None:
+        for close in reversed(self._closers):
+            with contextlib.suppress(OSError):
+                close()
+        self._closers.clear()
         self._stop_r = self._stop_w = -1
 
     # -- notification sources: each returns (fd to poll, drain function) --------------------
 
     def _v1_eventfd(self) -> tuple[int, Callable[[], None]]:
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._closers.append(lambda: os.close(efd))
         control = os.open(self.group.path / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
-        self._closers += [lambda: os.close(control), lambda: os.close(efd)]
+        self._closers.append(lambda: os.close(control))
         try:
             with open(self.group.path / "cgroup.event_control", "w") as out:
                 out.write(f"{efd} {control}")
         except OSError as exc:
             raise ChaosmemError(
-                f"{self.group.path}: cannot register an OOM eventfd: {exc.strerror}"
+                f"{self.group.path}: cannot register an OOM eventfd: {exc.strerror or exc}"
             ) from None
 
         def drain() -> None:
@@ -169,42 +197,57 @@ class OomWatcher:
             if not self._check(settle=_SETTLE if fd in ready else 0.0):
                 return
 
-    def check_now(self) -> None:
-        """Record any kill the counter shows that no notification has reported yet."""
-        self._check(settle=0.0)
+    def count_now(self) -> int | None:
+        """The kernel's counter now, or None when the cgroup is gone; records nothing."""
+        try:
+            return self.group.oom_kill_count()
+        except (ChaosmemError, OSError):
+            return None
 
-    def _check(self, *, settle: float) -> bool:
+    def check_now(self, *, at_least: int | None = None) -> None:
+        """Record any kill the counter shows that no notification has reported yet.
+
+        ``at_least`` is a count read earlier (:meth:`count_now`), for a cgroup that may be gone
+        by now: the control reads it before the restore removes a service's cgroup.
+        """
+        self._check(settle=0.0, at_least=at_least)
+
+    def _check(self, *, settle: float, at_least: int | None = None) -> bool:
         """Record kills the counter shows; returns False once the cgroup is gone."""
         self._remember_pids()
         deadline = time.monotonic() + settle
         while True:
-            try:
-                count = self.group.oom_kill_count()
-            except (ChaosmemError, OSError):
-                return False
-            if count != self._count or time.monotonic() >= deadline:
+            count = self.count_now()
+            if count is None or count != self._count or time.monotonic() >= deadline:
                 break
             time.sleep(0.001)
+        if count is None and at_least is None:
+            return False
+        seen = max(c for c in (count, at_least) if c is not None)
         now, mono = time.time(), time.monotonic()
-        new = range(self._count + 1, count + 1)
-        reports = self._kernel_reports(len(new)) if new else []
-        sampled = self._sampled() if len(reports) < len(new) else {}
-        for index, value in enumerate(new):
-            cgroup, spec = str(self.group.path), dict(self.spec)
-            if index < len(reports):
-                report = reports[index]
-                # NB: the kernel stamps its log with CLOCK_MONOTONIC, as time.monotonic() reads.
-                at_mono = report.monotonic
-                event = OomEvent(
-                    now - (mono - at_mono), at_mono, value, cgroup, spec, report.as_fields()
-                )
-            else:
-                event = OomEvent(now, mono, value, cgroup, spec, dict(sampled))
-            self.events.append(event)
-            if self.on_kill is not None:
+        with self._lock:
+            values = range(self._count + 1, seen + 1)
+            reports = self._kernel_reports(len(values)) if values else []
+            sampled = self._sampled() if len(reports) < len(values) else {}
+            new: list[OomEvent] = []
+            for index, value in enumerate(values):
+                cgroup, spec = str(self.group.path), dict(self.spec)
+                if index < len(reports):
+                    report = reports[index]
+                    # NB: the kernel stamps its log with CLOCK_MONOTONIC, as time.monotonic() reads.
+                    at_mono = report.monotonic
+                    event = OomEvent(
+                        now - (mono - at_mono), at_mono, value, cgroup, spec, report.as_fields()
+                    )
+                else:
+                    event = OomEvent(now, mono, value, cgroup, spec, dict(sampled))
+                new.append(event)
+            self._count = max(self._count, seen)
+            self.events.extend(new)
+        if self.on_kill is not None:
+            for event in new:
                 self.on_kill(event)
-        self._count = max(self._count, count)
-        return True
+        return count is not None
 
     def _kernel_reports(self, wanted: int) -> list[OomReport]:
         """The kernel's reports of this cgroup's ``wanted`` newest kills (fewer if its log is

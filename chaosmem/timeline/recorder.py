@@ -19,6 +19,7 @@ leaves its timeline beside the ledger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -40,8 +41,12 @@ logger = logging.getLogger("chaostoolkit")
 TIMELINE_FILE = "timeline.jsonl"
 #: Below this the recorder itself would become the load being measured.
 MIN_INTERVAL = 0.05
+#: How long stop() waits for the last sample and the sources' teardown (seconds).
+STOP_TIMEOUT = 5.0
 #: Marks followed by a sample at once.
 SAMPLED_EVENTS = frozenset({"activity-start", "activity-end", "oom-kill"})
+#: How long a mark waits for its sample (seconds; one takes about a millisecond).
+MARK_SAMPLE_WAIT = 1.0
 
 
 class Recorder:
@@ -50,7 +55,8 @@ class Recorder:
     ``sources`` replaces the registered sources (tests, benchmarks); ``resolve`` replaces
     ``chaosmem.targets.resolve_target`` for the built-in targets source; ``extra`` reaches every
     source factory as ``SourceSetup.extra`` (the control's arguments for the ``go`` and
-    ``prometheus`` sources, and the run's secrets), with ``run_dir`` added.
+    ``prometheus`` sources, and the run's secrets), with ``run_dir`` added. A source may have a
+    ``close()``: it ends its work in flight just before the last sample, on the sampling thread.
     """
 
     def __init__(
@@ -91,8 +97,12 @@ class Recorder:
         self._sources: list[Source] = []
         self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._sampling = threading.Lock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._asked: list[threading.Event] = []
+        self._finished = threading.Event()
+        self._stopped = False
+        self.stalled = False
         self._thread: threading.Thread | None = None
         self._file: IO[str] | None = None
         self.samples = 0
@@ -103,7 +113,7 @@ class Recorder:
         return self.directory / TIMELINE_FILE
 
     def _open(self) -> None:
-        if self._file is None:
+        if self._file is None and not self._stopped:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._file = self.path.open("a", encoding="utf-8")
 
@@ -114,10 +124,15 @@ class Recorder:
             if self._file is not None:
                 self._file.write(line + "\n")
                 self._file.flush()
+            elif self._stopped:
+                # NB: a late mark (an OOM watcher's last callback) still reaches the file, but
+                # opens it only for this line: nothing is left open after stop().
+                with contextlib.suppress(OSError), self.path.open("a", encoding="utf-8") as late:
+                    late.write(line + "\n")
 
     def start(self) -> None:
         """Take a first sample now, then one every ``interval`` on a daemon thread."""
-        if self._thread is not None:
+        if self._thread is not None or self._stopped:
             return
         self._open()
         if self._given_sources is not None:
@@ -139,18 +154,44 @@ class Recorder:
 
     def _run(self) -> None:
         next_at = time.monotonic() + self.interval
-        while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
+        try:
+            while True:
+                asked = self._wake.wait(max(0.0, next_at - time.monotonic()))
+                if self._stopping.is_set():
+                    break
+                if asked:  # a mark asked for a sample now (see mark())
+                    self._wake.clear()
+                    with self._lock:
+                        waiting, self._asked = self._asked, []
+                    self._sample()
+                    for done in waiting:
+                        done.set()
+                    continue
+                self._sample()
+                next_at += self.interval
+                # NB: after a long stall (a suspended VM), skip the missed ticks, don't burst.
+                if next_at < time.monotonic():
+                    next_at = time.monotonic() + self.interval
+            # The sources' teardown and the last sample run here, on this thread: a source that
+            # hangs or raises then holds up only this thread, and stop() waits a bounded time.
+            # NB: a source with work in flight (evidence captures) ends it in close(), so the
+            # last sample carries its results and nothing outlives the run.
+            for source in self._sources:
+                close = getattr(source, "close", None)
+                if callable(close):
+                    try:
+                        close()
+                    except Exception as exc:
+                        logger.warning("chaosmem timeline: closing %r failed: %s", source.key, exc)
             self._sample()
-            next_at += self.interval
-            # NB: after a long stall (a suspended VM), skip the missed ticks instead of bursting.
-            if next_at < time.monotonic():
-                next_at = time.monotonic() + self.interval
+            with self._lock:
+                waiting, self._asked = self._asked, []
+            for done in waiting:
+                done.set()
+        finally:
+            self._finished.set()
 
     def _sample(self) -> None:
-        with self._sampling:
-            self._sample_locked()
-
-    def _sample_locked(self) -> None:
         cpu = time.thread_time()
         record: dict[str, Any] = {"t": time.time(), "kind": "sample"}
         for source in self._sources:
@@ -168,27 +209,41 @@ class Recorder:
         """Note a moment (``activity-start``, ``activity-end``, ``oom-kill`` …) as of now."""
         if not isinstance(event, str) or not event:
             raise InvalidArgument("event", event, "a non-empty string")
-        self._open()
+        with self._lock:
+            self._open()
         self._append({**fields, "t": time.time(), "kind": "mark", "event": event})
-        if event in SAMPLED_EVENTS and self._thread is not None:
-            self._sample()
+        if event in SAMPLED_EVENTS and self._thread is not None and not self._stopping.is_set():
+            # NB: taken on the sampling thread, and waited for a bounded time only: a source
+            # that hangs must not hold up the activity (or the restore) that marked.
+            done = threading.Event()
+            with self._lock:
+                self._asked.append(done)
+            self._wake.set()
+            done.wait(MARK_SAMPLE_WAIT)
 
-    def stop(self) -> list[dict[str, Any]]:
-        """Stop sampling (after one last sample) and return every record, oldest first."""
-        if self._thread is not None:
+    def stop(self, *, timeout: float = STOP_TIMEOUT) -> list[dict[str, Any]]:
+        """Stop sampling (after one last sample) and return every record, oldest first.
+
+        Waits at most ``timeout`` seconds (or a source's own ``close_timeout``, when longer) for
+        the sampling thread's last sample and its sources' teardown; a source that hangs past it
+        is left behind on its daemon thread (and said so in the stats record), it does not hold
+        up the caller. Safe to call again.
+        """
+        thread, self._thread = self._thread, None
+        if thread is not None:
             self._stopping.set()
-            self._thread.join()
-            self._thread = None
-            for source in self._sources:
-                # NB: a source with work in flight (evidence captures) ends it here, so the
-                # last sample carries its results and nothing outlives the run.
-                closing = getattr(source, "close", None)
-                if closing is not None:
-                    try:
-                        closing()
-                    except Exception as exc:
-                        logger.warning("chaosmem timeline: closing %r: %s", source.key, exc)
-            self._sample()
+            self._wake.set()
+            # NB: a source with longer work in flight says how long it may take to close.
+            timeout = max(
+                [timeout, *(float(getattr(s, "close_timeout", 0)) for s in self._sources)]
+            )
+            if not self._finished.wait(timeout):
+                logger.warning(
+                    "chaosmem timeline: a source did not finish within %gs; its last sample "
+                    "is missing",
+                    timeout,
+                )
+                self.stalled = True
             self._append(
                 {
                     "t": time.time(),
@@ -196,11 +251,14 @@ class Recorder:
                     "samples": self.samples,
                     "cpu_seconds": round(self.cpu_seconds, 6),
                     "interval": self.interval,
+                    **({"stalled": True} if self.stalled else {}),
                 }
             )
         with self._lock:
+            self._stopped = True
             if self._file is not None:
-                self._file.close()
+                with contextlib.suppress(OSError):
+                    self._file.close()
                 self._file = None
             return sorted(self._records, key=lambda r: float(r["t"]))
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, register_undo
+from chaosmem.lifecycle import alive, end_processes, write_atomic
 from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.results import new_replay_id, replay_dir, set_latest, write_json_atomic
@@ -96,7 +96,7 @@ def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
         ledger.close(entry, "not-applied")
         raise ChaosmemError(f"could not start the replay worker: {exc}") from None
     _children[rid] = proc
-    (out / "worker.pid").write_text(f"{proc.pid}\n", encoding="utf-8")
+    write_atomic(out / "worker.pid", f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT
     while not (out / "summary.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -119,36 +119,9 @@ def worker_pid(state: Path, replay_id: str) -> int | None:
     child = _children.get(replay_id)
     if child is not None and child.poll() is not None:
         return None  # ours, ended and now reaped
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
     # NB: pids are reused; only a process running our worker for this very replay counts.
-    # A zombie has an empty cmdline and counts as ended.
-    if WORKER_MODULE.encode() in cmdline and str(replay_dir(state, replay_id)).encode() in cmdline:
-        return pid
-    return None
-
-
-def _wait_gone(pid: int, replay_id: str, grace: float) -> bool:
-    child = _children.get(replay_id)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if child is not None:
-            if child.poll() is not None:
-                return True
-        elif not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] in {"Z", "X"}
+    out = str(replay_dir(state, replay_id))
+    return pid if alive(pid, identity=lambda argv: WORKER_MODULE in argv and out in argv) else None
 
 
 def stop_replay(state: Path, replay_id: str, *, grace: float = 5.0) -> str:
@@ -160,13 +133,10 @@ def stop_replay(state: Path, replay_id: str, *, grace: float = 5.0) -> str:
     if pid is None:
         _children.pop(replay_id, None)
         return f"replay {replay_id} had already ended"
-    os.kill(pid, signal.SIGTERM)
-    if not _wait_gone(pid, replay_id, grace):
-        os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, replay_id, 2.0)
-        how = f"killed (it did not stop within {grace:g}s)"
-    else:
-        how = "stopped"
+    started = time.monotonic()
+    end_processes(lambda: [pid] if worker_pid(state, replay_id) == pid else [], grace=grace)
+    killed = time.monotonic() - started > grace
+    how = f"killed (it did not stop within {grace:g}s)" if killed else "stopped"
     _children.pop(replay_id, None)
     return f"replay {replay_id} (pid {pid}) {how}"
 

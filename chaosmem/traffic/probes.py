@@ -17,6 +17,7 @@ from typing import Any
 from chaoslib.types import Configuration, Secrets
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.state import state_dir
 from chaosmem.traffic.results import read_summary
 from chaosmem.units import parse_duration
@@ -52,9 +53,12 @@ def _summary(configuration: Configuration, replay_id: Any, wait: Any) -> dict[st
     state = state_dir(configuration)
     deadline = time.monotonic() + patience
     summary = read_summary(state, rid)
-    while summary.get("state") == "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
-        summary = read_summary(state, rid)
+    stopping = StopRequest()
+    with stop_on_signals(stopping.set, work="waiting for the replay"):
+        while summary.get("state") == "running" and time.monotonic() < deadline:
+            if stopping.wait(0.1):
+                break
+            summary = read_summary(state, rid)
     return summary
 
 

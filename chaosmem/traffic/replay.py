@@ -33,13 +33,10 @@ The replay ends when the schedule is exhausted and nothing is in flight, at ``du
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import ssl
 import sys
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -48,6 +45,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from chaosmem.interrupts import stop_on_signals
 from chaosmem.ledger import current_run
 from chaosmem.traffic.capture import CaptureStats
 from chaosmem.traffic.compile import compile_capture
@@ -663,8 +661,10 @@ def run_engine(
 ) -> dict[str, Any]:
     """One :class:`Replayer` on a fresh uvloop in this thread, to its end; the summary.
 
-    SIGTERM (when this is the main thread) stops it gracefully: the summary is still written,
-    with ``"state": "stopped"``. SIGINT does the same and then raises ``KeyboardInterrupt``.
+    SIGTERM or SIGINT (when this is the main thread) stops it gracefully: the summary is still
+    written, with ``"state": "stopped"``; then the signal goes on to the handler that was in place
+    before (``KeyboardInterrupt`` for SIGINT, Chaos Toolkit's interrupt for SIGTERM), see
+    :mod:`chaosmem.interrupts`.
     """
     replayer = Replayer(
         options,
@@ -677,19 +677,25 @@ def run_engine(
     )
 
     async def main() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        if threading.current_thread() is threading.main_thread():
-            loop.add_signal_handler(signal.SIGTERM, replayer.stop)
-        try:
-            if on_start is not None:
-                on_start(replayer)
-            return await replayer.run()
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(signal.SIGTERM)
+        if on_start is not None:
+            on_start(replayer)
+        return await replayer.run()
 
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
+    def stop_when_running() -> None:
+        # NB: a signal may come before the replay has started; stop() would then be lost.
+        if replayer._finished is None:
+            runner.get_loop().call_later(0.01, stop_when_running)
+        else:
+            replayer.stop()
+
+    # NB: the handlers are ours only while the replay runs; Chaos Toolkit's come back after it.
+    with (
+        asyncio.Runner(loop_factory=_new_loop) as runner,
+        stop_on_signals(
+            lambda: runner.get_loop().call_soon_threadsafe(stop_when_running),
+            work="replay_traffic",
+        ),
+    ):
         return runner.run(main())
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import struct
 import time
@@ -40,6 +39,7 @@ from typing import Any
 
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import current_run
+from chaosmem.lifecycle import write_atomic
 from chaosmem.traffic.histogram import Histogram
 
 __all__ = [
@@ -83,9 +83,7 @@ def new_replay_id() -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Readers in other processes see the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 #: A run id becomes a directory name: nothing else is accepted as one.
@@ -102,9 +100,7 @@ def _run_pointer(state: Path, run: str) -> Path:
 
 def _write_pointer(path: Path, replay_id: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(replay_id + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, replay_id + "\n")
 
 
 def set_latest(state: Path, replay_id: str) -> None:

@@ -39,6 +39,7 @@ from typing import IO, Any
 
 import chaosmem
 from chaosmem.errors import ChaosmemError
+from chaosmem.interrupts import note_interrupt
 from chaosmem.traffic.compile import Compiled
 from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.results import (
@@ -246,7 +247,8 @@ def run_sharded(
     previous: Any = None
     if main_thread:
 
-        def on_term(_signum: int, _frame: FrameType | None) -> None:
+        def on_term(signum: int, _frame: FrameType | None) -> None:
+            note_interrupt(signum, work="replay_traffic")  # the chaosmem control ends the run
             stop.set()
 
         previous = signal.signal(signal.SIGTERM, on_term)

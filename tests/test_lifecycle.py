@@ -1,0 +1,124 @@
+"""The one lifecycle helper, on real processes: identity, SIGTERM-then-SIGKILL, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from chaosmem.lifecycle import ProcessesRemain, alive, cmdline, end_processes, write_atomic
+
+#: Counts the SIGTERMs it gets in ``argv[1]``, and exits 0.3 s after the first one.
+GRACEFUL = """
+import signal, sys, time
+got = []
+def on_term(*_):
+    got.append(time.monotonic())
+    open(sys.argv[1], "w").write(str(len(got)))
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+while not got or time.monotonic() - got[0] < 0.3:
+    time.sleep(0.01)
+"""
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _start(code: str, *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _ours(proc: subprocess.Popen[str]) -> list[int]:
+    return [proc.pid] if proc.poll() is None else []
+
+
+def test_a_graceful_process_gets_one_sigterm_and_ends_by_itself(tmp_path: Path) -> None:
+    count = tmp_path / "terms"
+    proc = _start(GRACEFUL, str(count))
+    assert end_processes(lambda: _ours(proc), grace=5) == [proc.pid]
+    assert proc.returncode == 0  # it finished on its own terms, no SIGKILL
+    assert count.read_text() == "1"  # 15 polling rounds, one SIGTERM
+
+
+def test_a_process_ignoring_sigterm_is_killed_after_the_grace() -> None:
+    proc = _start(STUBBORN)
+    started = time.monotonic()
+    assert end_processes(lambda: _ours(proc), grace=0.3) == [proc.pid]
+    assert proc.returncode == -9 and time.monotonic() - started >= 0.3
+
+
+def test_a_foreign_process_is_never_signalled() -> None:
+    foreign = subprocess.Popen(["sleep", "30"])
+    try:
+        mine = lambda argv: "--id" in argv and "abc123" in argv  # noqa: E731
+        deadline = time.monotonic() + 10
+        while cmdline(foreign.pid) != ["sleep", "30"]:  # until exec has happened
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not alive(foreign.pid, identity=mine)
+        live = lambda: [p for p in [foreign.pid] if alive(p, identity=mine)]  # noqa: E731
+        assert end_processes(live, grace=0.1) == []
+        time.sleep(0.1)
+        assert foreign.poll() is None  # untouched
+    finally:
+        foreign.kill()
+        foreign.wait()
+
+
+def test_a_zombie_is_not_alive_and_cannot_be_ended() -> None:
+    zombie = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        assert cmdline(zombie.pid) == []
+        assert not alive(zombie.pid, identity=lambda argv: True)
+        # Listed as ours regardless, it never goes away: the helper says so instead of looping.
+        with pytest.raises(ProcessesRemain, match=str(zombie.pid)):
+            end_processes(lambda: [zombie.pid], grace=0.05, kill_wait=0.2)
+    finally:
+        zombie.wait()
+
+
+def test_write_atomic_readers_see_whole_files_only(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    write_atomic(path, "a" * 100_000)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    stop = threading.Event()
+    torn: list[int] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            text = path.read_text()
+            if text not in ("a" * 100_000, "b" * 200_000):
+                torn.append(len(text))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(300):
+        write_atomic(path, "b" * 200_000 if i % 2 else "a" * 100_000)
+    stop.set()
+    thread.join()
+    assert torn == []
+    assert sorted(os.listdir(tmp_path)) == ["status.json"]  # no temporary file left
+
+
+def test_write_atomic_failing_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.mkdir()  # os.replace cannot put a file over a directory
+    with pytest.raises(OSError):
+        write_atomic(target, b"x")
+    assert sorted(os.listdir(tmp_path)) == ["taken"]
