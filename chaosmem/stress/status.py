@@ -1,9 +1,9 @@
 """Where a stressor reports its progress, and how the parent side reads and amends it.
 
 ``STATE/stress/<id>.json`` is replaced atomically a few times per second by the engine (the
-timeline reads ``"bytes"`` from those of the stressors the ledger records for its run). The supervisor writes it
-too, but only when the engine cannot: right after the spawn (so the pid is there at once) and
-after the kernel OOM-killed it (``"phase": "killed"``). Block addresses go to
+timeline reads its ``"bytes"`` for the stressors the ledger records for the run). The supervisor
+writes it too, but only when the engine cannot: right after the spawn (so the pid is there at
+once) and after the kernel OOM-killed it (``"phase": "killed"``). Block addresses go to
 ``<id>.blocks.jsonl``, the exact progress counter to ``<id>.progress`` and the engine's output
 to ``<id>.log``; none of them matches ``*.json``.
 """
