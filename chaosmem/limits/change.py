@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from chaosmem.errors import ChaosmemError
-from chaosmem.ledger import Ledger
+from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.host import host_memory
+from chaosmem.ledger import Entry, Ledger, current_run
 from chaosmem.rollback import load_handlers
 from chaosmem.targets import MemoryTarget
 from chaosmem.units import format_size
 
-__all__ = ["LIMIT_KINDS", "restore_limits", "tighten"]
+__all__ = ["LIMIT_KINDS", "check_ceiling", "held_by_other_run", "restore_limits", "tighten"]
 
 #: Ledger kinds that record a limit change, one per backend.
 LIMIT_KINDS = ("cgroup-limit", "pod-limit")
@@ -37,8 +38,53 @@ def new_limit(target: MemoryTarget, *, limit: int | None, fraction: float | None
     return max(_PAGE, int(base * fraction))
 
 
+def check_ceiling(target: MemoryTarget, requested: int, *, allow_above_host: bool) -> None:
+    """Refuse a limit the backend cannot hold, or (local targets) one above the host's memory.
+
+    Why: v1 reads a write of 2**64 as 0 and one of 1e20 as something else entirely, and a value
+    of 4Ei or more reads back as "unlimited"; a limit above the host's memory limits nothing,
+    so the experiment would silently test no pressure at all (``allow_above_host`` says that is
+    meant).
+    """
+    ceiling: int | None = getattr(target, "max_limit", None)
+    if ceiling is not None and requested > ceiling:
+        raise InvalidArgument(
+            "limit",
+            requested,
+            f"a limit of at most {format_size(ceiling)} ({ceiling} bytes): "
+            f"{target.describe()} cannot hold more",
+        )
+    host = host_memory() if target.limit_kind == "cgroup-limit" else None
+    if host is not None and requested > host and not allow_above_host:
+        raise InvalidArgument(
+            "limit",
+            requested,
+            f"a limit of at most the host's memory ({format_size(host)}), "
+            "or pass allow_above_host=true to mean it",
+        )
+
+
+def held_by_other_run(ledger: Ledger, target: MemoryTarget) -> Entry | None:
+    """An open limit entry on ``target`` that belongs to another run (or to no run), if any."""
+    run = current_run()
+    for entry in ledger.read().open():
+        if entry.kind in LIMIT_KINDS and entry.target == target.spec and entry.run != run:
+            return entry
+    return None
+
+
+def _matches(requested: int, actual: int | None) -> bool:
+    """The kernel keeps whole pages: anything within a page of the request is the request."""
+    return actual is not None and abs(actual - requested) < _PAGE
+
+
 def tighten(
-    target: MemoryTarget, ledger: Ledger, *, limit: int | None, fraction: float | None
+    target: MemoryTarget,
+    ledger: Ledger,
+    *,
+    limit: int | None,
+    fraction: float | None,
+    allow_above_host: bool = False,
 ) -> dict[str, Any]:
     """Set the new limit, recorded first; returns before/after/usage (bytes, None = unlimited).
 
@@ -48,6 +94,15 @@ def tighten(
     """
     target.check_changeable()
     requested = new_limit(target, limit=limit, fraction=fraction)
+    check_ceiling(target, requested, allow_above_host=allow_above_host)
+    holder = held_by_other_run(ledger, target)
+    if holder is not None:
+        who = f"run {holder.run}" if holder.run else "a change made outside any run"
+        raise ChaosmemError(
+            f"{target.describe()} is already tightened by {who} (ledger entry {holder.id}, "
+            f"pid {holder.pid}); one run must not undo another's limit: wait for it to end, "
+            f"or run `chaosmem rollback{' --run ' + holder.run if holder.run else ''}` if it crashed"
+        )
     before = target.memory_limit()
     usage = target.memory_usage()
     kills = target.oom_kill_count()
@@ -59,10 +114,18 @@ def tighten(
         # kernel took the new limit, so the entry then stays open and the undo runs anyway.
         ledger.close(entry, "not-applied")
         raise
+    after = target.memory_limit()
+    if not _matches(requested, after):
+        # NB: what we write, we read back: a kernel that holds something else is restored.
+        restored = ledger.undo(entry)
+        raise ChaosmemError(
+            f"{target.describe()}: asked for a limit of {requested} bytes, the kernel holds "
+            f"{after if after is not None else 'no limit'}; restored ({restored})"
+        )
     return {
         "target": target.spec,
         "before": before,
-        "after": target.memory_limit(),
+        "after": after,
         "requested": requested,
         "usage": usage,
         "usage_after": target.memory_usage(),
@@ -75,13 +138,16 @@ def tighten(
     }
 
 
-def restore_limits(ledger: Ledger, *, target: MemoryTarget | None) -> list[dict[str, Any]]:
-    """Undo the open limit entries (of ``target`` only, when given), newest first.
+def restore_limits(
+    ledger: Ledger, *, target: MemoryTarget | None, run: str | None
+) -> list[dict[str, Any]]:
+    """Undo the open limit entries of ``run`` (every run's when None), of ``target`` only when
+    given, newest first.
 
     Idempotent: a second call finds nothing open and returns an empty list.
     """
     load_handlers()
-    entries = [e for e in ledger.read().open() if e.kind in LIMIT_KINDS]
+    entries = [e for e in ledger.read().open(run=run) if e.kind in LIMIT_KINDS]
     if target is not None:
         entries = [e for e in entries if e.target == target.spec]
     return [{"target": e.target, "done": ledger.undo(e)} for e in reversed(entries)]

@@ -7,6 +7,7 @@ from typing import Any
 from chaoslib.types import Configuration, Secrets
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.host import host_memory
 from chaosmem.state import state_dir
 from chaosmem.stress.engine import PAGE
 from chaosmem.stress.inject import StressRequest, inject, stop
@@ -25,17 +26,6 @@ __all__ = ["inject_allocation_stress", "stop_allocation_stress"]
 
 RELEASES = ("all", "fragmented")
 MAX_WORKERS = 64
-
-
-def _host_memory() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _local(target: MemoryTarget) -> Cgroup:
@@ -104,7 +94,7 @@ def inject_allocation_stress(
     group.check_changeable()
     limit = group.memory_limit()
     total = parse_size_or_percent(size, name="size", whole=limit, minimum=PAGE * count)
-    host = _host_memory()
+    host = host_memory()
     if limit is None and host is not None and total >= host:
         raise InvalidArgument(
             "size",

@@ -43,6 +43,7 @@ __all__ = ["UNLIMITED_V1", "Cgroup", "LimitBusy", "ensure_not_own"]
 #: What v1 reports for "no limit" (PAGE_COUNTER_MAX pages); anything this large means unlimited.
 UNLIMITED_V1 = 9223372036854771712
 _UNLIMITED_FLOOR = 1 << 62
+_PAGE = 4096
 _PR_SET_PDEATHSIG = 1
 
 
@@ -108,6 +109,12 @@ class Cgroup:
 
     def describe(self) -> str:
         return f"cgroup v{self.version} {self.path}"
+
+    @property
+    def max_limit(self) -> int:
+        """The largest limit this cgroup holds *as a limit*: from 4Ei up, both versions read
+        back as unlimited (and v1 takes 2**64 as 0), so larger requests are refused."""
+        return _UNLIMITED_FLOOR - _PAGE
 
     def check_changeable(self) -> None:
         ensure_not_own(self)
@@ -362,4 +369,12 @@ def _undo_limit(entry: Entry) -> str:
         return f"{path}: cgroup is gone, nothing to restore"
     group = Cgroup.at(path)
     group.restore_limit_state(entry.undo)
-    return f"{path}: memory limit restored to {format_size(group.memory_limit())}"
+    wanted, now = entry.undo.get("limit"), group.memory_limit()
+    if (wanted is None) != (now is None) or (
+        wanted is not None and now is not None and abs(int(wanted) - now) >= _PAGE
+    ):
+        raise ChaosmemError(
+            f"{path}: restoring the memory limit to {format_size(wanted)} left "
+            f"{format_size(now)} in the kernel; set memory.limit_in_bytes by hand"
+        )
+    return f"{path}: memory limit restored to {format_size(now)}"

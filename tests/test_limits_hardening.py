@@ -1,0 +1,163 @@
+"""A limit is never silently wrong, and one run never undoes another's (issues 9.1 and 9.3).
+
+Real kernel: each test tightens a fresh child cgroup of this process's v1 memory cgroup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.host import host_memory
+from chaosmem.ledger import Ledger, set_current_run
+from chaosmem.limits.actions import restore_memory_limit, tighten_memory_limit
+from chaosmem.limits.change import tighten
+from chaosmem.targets.cgroup import Cgroup
+
+
+def spec(group: Cgroup) -> dict[str, Any]:
+    return {"type": "cgroup", "path": str(group.path)}
+
+
+def kernel_limits(group: Cgroup) -> tuple[str, str]:
+    return (
+        (group.path / "memory.limit_in_bytes").read_text().strip(),
+        (group.path / "memory.memsw.limit_in_bytes").read_text().strip() if group.has_memsw else "",
+    )
+
+
+@pytest.fixture
+def no_run() -> Any:
+    set_current_run(None)
+    yield
+    set_current_run(None)
+
+
+@pytest.mark.parametrize("limit", ["16Ei", "18446744073709551616", "1e400", "1e20", 10**20])
+def test_a_limit_the_kernel_cannot_hold_is_refused_and_nothing_changes(
+    cgroup: Cgroup, state: dict[str, Any], limit: object
+) -> None:
+    """Before: "16Ei" and 2**64 set 0 (and said after=0), "1e400" set 0 then OverflowError,
+    "1e20" left 7766279631452241920 in the kernel."""
+    before = kernel_limits(cgroup)
+    with pytest.raises(InvalidArgument) as info:
+        tighten_memory_limit(spec(cgroup), limit=limit, configuration=state)
+    assert info.value.name == "limit"
+    assert kernel_limits(cgroup) == before
+    assert Ledger(Path(state["chaosmem_state_dir"])).read().open() == []
+
+
+def test_a_limit_that_reads_back_as_unlimited_is_refused(
+    cgroup: Cgroup, state: dict[str, Any]
+) -> None:
+    """4Ei fits the kernel's counter but reads back as 'no limit': refused even when asked."""
+    with pytest.raises(InvalidArgument, match="cannot hold more"):
+        tighten_memory_limit(spec(cgroup), limit="4Ei", allow_above_host=True, configuration=state)
+    assert cgroup.memory_limit() is None
+
+
+def test_above_host_memory_needs_allow_above_host(cgroup: Cgroup, state: dict[str, Any]) -> None:
+    host = host_memory()
+    assert host is not None
+    above = host + (1 << 30)
+    with pytest.raises(InvalidArgument, match="allow_above_host"):
+        tighten_memory_limit(spec(cgroup), limit=above, configuration=state)
+    assert cgroup.memory_limit() is None
+    result = tighten_memory_limit(
+        spec(cgroup), limit=above, allow_above_host=True, configuration=state
+    )
+    assert result["after"] == above
+    assert int(kernel_limits(cgroup)[0]) == above
+    restore_memory_limit(configuration=state)
+    assert cgroup.memory_limit() is None
+
+
+def test_page_rounding_is_not_a_mismatch(cgroup: Cgroup, state: dict[str, Any]) -> None:
+    result = tighten_memory_limit(spec(cgroup), limit=(64 << 20) + 123, configuration=state)
+    assert result["after"] == 64 << 20  # the kernel keeps whole pages
+    assert int(kernel_limits(cgroup)[0]) == 64 << 20
+
+
+class _Lying:
+    """The real cgroup, except that its limit file is written with another value than asked:
+    what a kernel (or an API server) that clamps or misreads a value does. Only the write is
+    changed; the read-back goes to the real kernel file."""
+
+    def __init__(self, group: Cgroup, written: int) -> None:
+        self.group = group
+        self.written = written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.group, name)
+
+    def set_memory_limit(self, limit: int | None) -> None:
+        self.group.set_memory_limit(self.written)
+
+
+def test_a_limit_read_back_different_is_restored_and_fails(
+    cgroup: Cgroup, state: dict[str, Any]
+) -> None:
+    ledger = Ledger(Path(state["chaosmem_state_dir"]))
+    with pytest.raises(ChaosmemError, match="the kernel holds 268435456"):
+        tighten(_Lying(cgroup, 256 << 20), ledger, limit=64 << 20, fraction=None)  # type: ignore[arg-type]
+    assert cgroup.memory_limit() is None  # restored in the kernel
+    assert ledger.read().open() == []  # and the entry closed by its undo
+
+
+def test_bare_restore_in_a_run_restores_this_run_only(
+    own_cgroup: Cgroup, state: dict[str, Any], no_run: None
+) -> None:
+    """Two runs on one state dir: B's bare restore_memory_limit() used to restore A's limit
+    in the middle of A."""
+    a_group = own_cgroup.child("test-run-a")
+    b_group = own_cgroup.child("test-run-b")
+    try:
+        set_current_run("run-A")
+        tighten_memory_limit(spec(a_group), limit="64Mi", configuration=state)
+        set_current_run("run-B")
+        tighten_memory_limit(spec(b_group), limit="96Mi", configuration=state)
+        result = restore_memory_limit(configuration=state)
+        assert [r["target"] for r in result["restored"]] == [spec(b_group)]
+        assert b_group.memory_limit() is None
+        assert a_group.memory_limit() == 64 << 20  # A's change stays
+        set_current_run("run-A")
+        assert restore_memory_limit(configuration=state)["count"] == 1
+        assert a_group.memory_limit() is None
+    finally:
+        a_group.remove(grace=1)
+        b_group.remove(grace=1)
+
+
+def test_bare_restore_outside_a_run_restores_every_open_one(
+    own_cgroup: Cgroup, state: dict[str, Any], no_run: None
+) -> None:
+    groups = [own_cgroup.child(f"test-all-{i}") for i in range(2)]
+    try:
+        for run, group in zip(("run-A", "run-B"), groups, strict=True):
+            set_current_run(run)
+            tighten_memory_limit(spec(group), limit="64Mi", configuration=state)
+        set_current_run(None)
+        assert restore_memory_limit(configuration=state)["count"] == 2
+        assert [g.memory_limit() for g in groups] == [None, None]
+    finally:
+        for group in groups:
+            group.remove(grace=1)
+
+
+def test_second_tighten_by_another_run_fails_and_names_the_run(
+    cgroup: Cgroup, state: dict[str, Any], no_run: None
+) -> None:
+    set_current_run("run-A")
+    tighten_memory_limit(spec(cgroup), limit="64Mi", configuration=state)
+    set_current_run("run-B")
+    with pytest.raises(ChaosmemError, match="already tightened by run run-A") as info:
+        tighten_memory_limit(spec(cgroup), limit="32Mi", configuration=state)
+    assert "chaosmem rollback --run run-A" in str(info.value)
+    assert cgroup.memory_limit() == 64 << 20
+    set_current_run("run-A")  # the same run may tighten again (and restores to the first value)
+    tighten_memory_limit(spec(cgroup), limit="48Mi", configuration=state)
+    assert restore_memory_limit(configuration=state)["count"] == 2
+    assert cgroup.memory_limit() is None
