@@ -35,7 +35,13 @@ from typing import IO, Any
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Entry, register_undo
-from chaosmem.targets.mounts import CgroupMount, find_mount, memory_cgroup_of
+from chaosmem.targets.mounts import (
+    CgroupMount,
+    find_mount,
+    hierarchy_path,
+    memory_cgroup_of,
+    memory_cgroup_paths,
+)
 from chaosmem.units import format_size
 
 __all__ = ["UNLIMITED_V1", "Cgroup", "LimitBusy", "ensure_not_own"]
@@ -343,17 +349,58 @@ class Cgroup:
         return ended
 
 
+def _identities(directory: Path, top: Path) -> set[tuple[int, int]]:
+    """(device, inode) of ``directory`` and each ancestor up to ``top``: the cgroup's identity,
+    the same through every mount of its hierarchy."""
+    found: set[tuple[int, int]] = set()
+    for path in (directory, *directory.parents):
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            found.add((info.st_dev, info.st_ino))
+        if path == top:
+            break
+    return found
+
+
+def holds_self(group: Cgroup) -> Path | None:
+    """This process's own memory cgroup directory when ``group`` is it or one of its ancestors.
+
+    Compared by identity, not by path: a second mount of the hierarchy (``mount -t cgroup -o
+    memory x /mnt/x``) shows the same cgroups under other paths. Two checks, either suffices:
+    the hierarchy-relative path (``/proc/self/cgroup`` against the group's mount root from
+    mountinfo), and the directory's device and inode against those of our own cgroup and its
+    ancestors.
+    """
+    try:
+        own = memory_cgroup_of("self")
+        own_paths = memory_cgroup_paths("self")
+    except (ChaosmemError, OSError):
+        return None
+    mount = group.mount or find_mount(group.path)
+    if mount is not None and mount.version in own_paths:
+        mine = own_paths[mount.version].rstrip("/") + "/"
+        theirs = hierarchy_path(group.path, mount).rstrip("/") + "/"
+        if mine.startswith(theirs):
+            return own
+    try:
+        info = os.stat(group.path)
+    except OSError:
+        return None
+    own_mount = find_mount(own)
+    top = own_mount.mountpoint if own_mount is not None else Path("/")
+    if (info.st_dev, info.st_ino) in _identities(own, top):
+        return own
+    return None
+
+
 def ensure_not_own(group: Cgroup) -> None:
     """Refuse a cgroup that holds this process or is one of its ancestors.
 
     Tightening it would squeeze the experiment itself (and, on a CI machine, the session running
     it); chaosmem works on child cgroups instead.
     """
-    try:
-        own = memory_cgroup_of("self")
-    except ChaosmemError:
-        return
-    if own == group.path or group.path in own.parents:
+    own = holds_self(group)
+    if own is not None:
         raise InvalidArgument(
             "target",
             group.spec,
