@@ -38,7 +38,7 @@ from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
 from chaosmem.rollback import rollback
-from chaosmem.state import state_dir
+from chaosmem.state import private_dir, state_dir
 from chaosmem.targets import resolve_target
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.oomwatch import OomEvent, OomWatcher
@@ -168,8 +168,7 @@ def before_experiment_control(
     global _current
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     base = state_dir(configuration)
-    directory = base / "runs" / run_id
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_dir(base / "runs" / run_id)
     set_current_run(run_id)
     config = dict(configuration or {})
     specs: list[dict[str, Any]] = []

@@ -85,6 +85,13 @@ _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 _PROT_NONE = 0
 
 
+def _open_private(path: str) -> Any:
+    """A state file for writing: 0600, never through a symlink (chaosmem.state's rule, here
+    without importing chaosmem)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
 def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
@@ -245,7 +252,7 @@ class Engine:
         if args.status:
             fd = os.open(
                 args.status.removesuffix(".json") + ".progress",
-                os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+                os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
                 0o600,
             )
             try:
@@ -311,7 +318,7 @@ class Engine:
             **extra,
         }
         tmp = f"{self.args.status}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as out:
+        with _open_private(tmp) as out:
             json.dump(status, out)
         os.replace(tmp, self.args.status)
 
@@ -321,7 +328,7 @@ class Engine:
             return
         path = self.args.status.removesuffix(".json") + ".blocks.jsonl"
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as out:
+        with _open_private(tmp) as out:
             out.write(
                 json.dumps({"id": self.args.id, "pid": os.getpid(), "page": PAGE, "guard": PAGE})
                 + "\n"

@@ -11,11 +11,13 @@ to ``<id>.log``; none of them matches ``*.json``.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 from pathlib import Path
 from typing import Any
+
+from chaosmem.state import private_dir, replace_private
+from chaosmem.validate import check_name
 
 __all__ = [
     "PHASES",
@@ -34,13 +36,11 @@ PHASES = ("ramp", "hold", "release", "done", "killed")
 
 
 def stress_dir(directory: Path) -> Path:
-    path = directory / "stress"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(directory / "stress")
 
 
 def status_path(directory: Path, stressor_id: str) -> Path:
-    return stress_dir(directory) / f"{stressor_id}.json"
+    return stress_dir(directory) / f"{check_name(stressor_id, name='stressor id')}.json"
 
 
 def blocks_path(status: Path) -> Path:
@@ -76,9 +76,7 @@ def read_status(path: Path) -> dict[str, Any] | None:
 def update_status(path: Path, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into the status and replace it atomically; ``t`` becomes now."""
     status = {**(read_status(path) or {}), **fields, "t": time.time()}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(status, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    replace_private(path, json.dumps(status, default=str))
     return status
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, register_undo
+from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.results import new_replay_id, replay_dir, set_latest, write_json_atomic
 
@@ -54,7 +55,7 @@ def _spawn(out: Path) -> subprocess.Popen[bytes]:
     # The worker imports the same chaosmem as we do, installed or from a source tree.
     source = str(Path(chaosmem.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
-    with (out / "worker.log").open("ab") as log:
+    with open_private(out / "worker.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, str(out), str(os.getpid())],
             stdin=subprocess.DEVNULL,
@@ -68,8 +69,7 @@ def _spawn(out: Path) -> subprocess.Popen[bytes]:
 def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
     """Start a worker process for ``options``; returns once it runs (or raises why it did not)."""
     rid = new_replay_id()
-    out = replay_dir(state, rid)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out = private_dir(replay_dir(state, rid))
     ledger = Ledger(state)
     entry = ledger.record(
         kind=LEDGER_KIND,
@@ -92,7 +92,7 @@ def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
         ledger.close(entry, "not-applied")
         raise ChaosmemError(f"could not start the replay worker: {exc}") from None
     _children[rid] = proc
-    (out / "worker.pid").write_text(f"{proc.pid}\n", encoding="utf-8")
+    replace_private(out / "worker.pid", f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT
     while not (out / "summary.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:

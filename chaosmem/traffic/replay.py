@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from chaosmem.state import open_private, private_dir
 from chaosmem.traffic.capture import CaptureStats
 from chaosmem.traffic.histogram import Histogram
 from chaosmem.traffic.options import ReplayOptions
@@ -228,9 +229,11 @@ class Replayer:
         self._loop = asyncio.get_running_loop()
         self._finished = self._loop.create_future()
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._files["seconds"] = open(self.out_dir / "seconds.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-            self._files["requests"] = open(self.out_dir / "requests.bin", "ab")  # noqa: SIM115
+            private_dir(self.out_dir)
+            self._files["seconds"] = open_private(
+                self.out_dir / "seconds.jsonl", "a", encoding="utf-8"
+            )
+            self._files["requests"] = open_private(self.out_dir / "requests.bin", "ab")
         self.started_at = time.time()
         self._t0 = _now()
         self._last_done = self._t0
@@ -616,8 +619,7 @@ def run_replay(
     so ``chaos run`` still sees the interrupt.
     """
     rid = replay_id or new_replay_id()
-    out = replay_dir(state, rid)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out = private_dir(replay_dir(state, rid))
     if make_latest:
         set_latest(state, rid)
     stream = sys.stderr if progress and sys.stderr.isatty() else None

@@ -24,7 +24,6 @@ A ``seconds.jsonl`` line counts what happened *during* that second (not running 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 import uuid
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
+from chaosmem.state import private_dir, replace_private
+from chaosmem.validate import check_name
 
 __all__ = [
     "ERROR_CODES",
@@ -61,7 +62,8 @@ def replays_dir(state: Path) -> Path:
 
 
 def replay_dir(state: Path, replay_id: str) -> Path:
-    return replays_dir(state) / replay_id
+    """``STATE/replays/<id>``; the id must be a plain name (``"../../x"`` is refused)."""
+    return replays_dir(state) / check_name(replay_id, name="replay_id")
 
 
 def new_replay_id() -> str:
@@ -71,17 +73,12 @@ def new_replay_id() -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Readers in other processes see the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    replace_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def set_latest(state: Path, replay_id: str) -> None:
-    directory = replays_dir(state)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = directory / f".latest.{os.getpid()}.tmp"
-    tmp.write_text(replay_id + "\n", encoding="utf-8")
-    os.replace(tmp, directory / "latest")
+    directory = private_dir(replays_dir(state))
+    replace_private(directory / "latest", check_name(replay_id, name="replay_id") + "\n")
 
 
 def latest_id(state: Path) -> str | None:
@@ -89,7 +86,7 @@ def latest_id(state: Path) -> str | None:
         text = (replays_dir(state) / "latest").read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
-    return text or None
+    return check_name(text, name="replays/latest") if text else None
 
 
 def read_summary(state: Path, replay_id: str | None = None) -> dict[str, Any]:
