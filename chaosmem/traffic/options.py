@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.secrets import redact_headers, redact_url
 from chaosmem.traffic.capture import FORMATS, expand_capture
 from chaosmem.units import parse_duration
 from chaosmem.validate import check_bool, check_choice, check_int, check_url
@@ -70,10 +71,25 @@ class ReplayOptions:
         return urlsplit(self.target_url).path.rstrip("/")
 
     def to_spec(self) -> dict[str, Any]:
+        """Everything, secrets included: only for handing the replay to its worker in memory."""
         spec = asdict(self)
         spec["capture"] = list(spec.pop("files"))
         spec["headers"] = dict(spec.pop("set_headers"))
         return spec
+
+    def public_spec(self) -> dict[str, Any]:
+        """:meth:`to_spec` with credential-like header values and a URL password masked: what
+        summaries, ``spec.json`` and activity results carry."""
+        spec = self.to_spec()
+        spec["headers"] = redact_headers(spec["headers"])
+        spec["target_url"] = redact_url(self.target_url)
+        return spec
+
+    def secret_spec(self) -> dict[str, Any]:
+        """The arguments :meth:`public_spec` masked, to pass to a worker without writing them."""
+        spec = self.to_spec()
+        public = self.public_spec()
+        return {k: spec[k] for k in ("headers", "target_url") if spec[k] != public[k]}
 
 
 def _positive(value: object, *, name: str, expected: str, suffix: str = "") -> float:

@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir
 from chaosmem.traffic.capture import CaptureStats
 from chaosmem.traffic.histogram import Histogram
@@ -549,8 +550,8 @@ class Replayer:
             "state": self._state,
             "error": self._error,
             "pid": os.getpid(),
-            "target_url": self.options.target_url,
-            "options": self.options.to_spec(),
+            "target_url": redact_url(self.options.target_url),
+            "options": self.options.public_spec(),
             "started_at": round(getattr(self, "started_at", time.time()), 3),
             "ended_at": round(self.started_at + duration, 3) if self._state != "running" else None,
             "duration_s": round(duration, 4),

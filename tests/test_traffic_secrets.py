@@ -1,0 +1,78 @@
+"""No secret in a journal: replay options are masked in what activities return and write (9.6).
+
+A real background worker replays against a real server: the server must still receive the real
+Authorization header and URL credentials, while nothing chaosmem returns or writes holds them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from chaosmem.secrets import REDACTED, redact_url
+from chaosmem.traffic.actions import replay_traffic
+from chaosmem.traffic.probes import replay_summary
+from tests.traffic_fixtures import write_timed_gor
+from tests.traffic_server import RecordingServer
+
+TOKEN = "Bearer s3cr3t-t0ken-value"
+PASSWORD = "hunter2-pass"
+
+
+def _with_password(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://alice:{PASSWORD}@{parts.netloc}{parts.path}"
+
+
+def _everything_written(state: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(state.rglob("*")) if p.is_file())
+
+
+def test_foreground_and_background_replays_mask_credentials(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    capture = write_timed_gor(tmp_path / "t.gor", count=5, span_s=0.1)
+    directory = Path(state["chaosmem_state_dir"])
+    with RecordingServer() as server:
+        url = _with_password(server.url)
+        headers = {"Authorization": TOKEN, "X-Api-Key": "k3y-value-9", "X-Trace": "visible"}
+        done = replay_traffic(
+            capture=str(capture), target_url=url, headers=headers, configuration=state
+        )
+        started = replay_traffic(
+            capture=str(capture), target_url=url, headers=headers, wait=False, configuration=state
+        )
+        background = replay_summary(replay_id=started["replay_id"], wait="20s", configuration=state)
+        arrived = server.arrived
+    # the target got the real credentials, from both replays (the worker through its stdin)
+    assert len(arrived) == 10
+    for request in arrived:
+        assert request.headers["authorization"] == TOKEN
+        assert request.headers["x-api-key"] == "k3y-value-9"
+        assert request.headers["x-trace"] == "visible"
+    for result in (done, started, background):
+        text = json.dumps(result)
+        for secret in (TOKEN, PASSWORD, "k3y-value-9"):
+            assert secret not in text
+    assert done["options"]["headers"] == {
+        "Authorization": REDACTED,
+        "X-Api-Key": REDACTED,
+        "X-Trace": "visible",
+    }
+    assert f"alice:{REDACTED}@" in done["options"]["target_url"]
+    written = _everything_written(directory)  # spec.json, summary.json, ledger, logs
+    for secret in (TOKEN, PASSWORD, "k3y-value-9"):
+        assert secret not in written
+    assert "summary.json" in {p.name for p in directory.rglob("*")}
+    assert "spec.json" in {p.name for p in directory.rglob("*")}
+
+
+def test_redact_url() -> None:
+    assert (
+        redact_url("http://a:b@h:1/p?token=x&q=1")
+        == f"http://a:{REDACTED}@h:1/p?token={REDACTED}&q=1"
+    )
+    assert redact_url("http://h/p?q=1") == "http://h/p?q=1"
+    assert redact_url("http://user@h/") == "http://user@h/"
