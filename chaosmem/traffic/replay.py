@@ -220,6 +220,7 @@ class Replayer:
         self._latency = Histogram()
         self._lag = Histogram()
         self._retried = 0
+        self._unsent_due = 0  # due before `duration` ended, never sent (back-pressure)
         self._buf = bytearray()
         self._last_done = 0.0
         self._files: dict[str, IO[Any]] = {}
@@ -305,6 +306,8 @@ class Replayer:
         while True:
             item = self._next if self._next is not None and not retry else self._peek()
             if item is None or now >= self._cap_at:
+                if item is not None:
+                    self._count_unsent(item)
                 self._exhausted = True
                 self._next = None
                 self._retry.clear()
@@ -445,6 +448,21 @@ class Replayer:
         self._drop(conn)
         self._pump()
 
+    def _count_unsent(self, first: Item) -> None:
+        """At the end of ``duration``: count what was due before it and never sent (a hung
+        target holds every connection, so the schedule falls behind): its own figure in the
+        summary, not hidden among the requests that were sent."""
+        limit = self.options.duration
+        if limit is None:
+            return
+        pending = [first, *(i for i in self._retry if i is not first)]
+        self._unsent_due += sum(1 for i in pending if i.offset < limit)
+        for count, item in enumerate(self._items):
+            # NB: bounded: a looping schedule is endless, and its offsets only grow
+            if item.offset >= limit or count >= 10_000_000:
+                break
+            self._unsent_due += 1
+
     def _sweep(self, interval: float) -> None:
         now = _now()
         for conn in list(self._conns):
@@ -560,6 +578,7 @@ class Replayer:
             "no_status": sum(errors.values()),
             "in_flight": max(self._inflight, 0),
             "retried_stale_connections": self._retried,
+            "unsent_due": self._unsent_due,
             "status": status,
             "errors": errors,
             "req_per_s": round(finished / duration, 1) if duration else 0.0,
