@@ -10,11 +10,10 @@ from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.host import host_memory
 from chaosmem.state import state_dir
 from chaosmem.stress.engine import PAGE
-from chaosmem.stress.inject import StressRequest, inject, stop
+from chaosmem.stress.inject import StressRequest, check_size, inject, stop
 from chaosmem.targets import MemoryTarget, resolve_target
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.units import (
-    format_size,
     parse_duration,
     parse_fraction,
     parse_rate,
@@ -47,6 +46,7 @@ def inject_allocation_stress(
     respawn: bool = False,
     detach: bool = False,
     release: str = "all",
+    allow_above_host: bool = False,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -66,6 +66,9 @@ def inject_allocation_stress(
     not a failure. ``respawn`` restarts a killed stressor to keep the pressure on, counting the
     kills, until its deadline. ``workers`` split the size and rate between processes.
 
+    ``size`` at or above the host's memory on a target without a limit below it is refused
+    unless ``allow_above_host`` (the kernel would OOM-kill anywhere on the host).
+
     Each stressor is recorded in the restore ledger; it ends at ramp + hold + 30s, when the
     process that started it dies (unless ``detach``), with ``stop_allocation_stress``, the
     chaosmem control or ``chaosmem rollback``.
@@ -78,6 +81,7 @@ def inject_allocation_stress(
     respawning = check_bool(respawn, name="respawn")
     detached = check_bool(detach, name="detach")
     mode = check_choice(release, name="release", choices=RELEASES)
+    above_host = check_bool(allow_above_host, name="allow_above_host")
     if detached and respawning:
         raise InvalidArgument(
             "respawn", respawn, "false when detach is true (respawning needs the starting process)"
@@ -94,14 +98,9 @@ def inject_allocation_stress(
     group.check_changeable()
     limit = group.memory_limit()
     total = parse_size_or_percent(size, name="size", whole=limit, minimum=PAGE * count)
-    host = host_memory()
-    if limit is None and host is not None and total >= host:
-        raise InvalidArgument(
-            "size",
-            size,
-            f"less than the host's memory ({format_size(host)}) when the target has no limit: "
-            "otherwise the kernel OOM-kills anywhere on the host",
-        )
+    check_size(
+        total, value=size, limit=limit, host=host_memory(), rate=rate, allow_above_host=above_host
+    )
     request = StressRequest(total, rate, share, hold_s, mode, count, waiting, respawning, detached)
     return inject(group, request, directory=state_dir(configuration))
 
