@@ -266,3 +266,43 @@ def test_requests_due_but_never_sent_are_counted(tmp_path: Path, state: dict[str
         )
     assert summary["sent"] >= 1
     assert summary["unsent_due"] == 400 - summary["sent"]
+
+
+_NUMBERS = (
+    st.integers(min_value=-(10**500), max_value=10**500)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(0, 10**4).map(lambda n: "9" * n)
+    | st.sampled_from(["1e400", "1e400/s", "inf", "nan", "-0", "1e9999999x", "2000/s"])
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(speed=_NUMBERS, rate=_NUMBERS, concurrency=_NUMBERS, duration=_NUMBERS)
+def test_replay_options_refuse_huge_and_non_finite_numbers(
+    tmp_path_factory: pytest.TempPathFactory,
+    speed: object,
+    rate: object,
+    concurrency: object,
+    duration: object,
+) -> None:
+    """Issue 9.2 for replay options: 10**400 raised OverflowError from float(), a string of
+    10,000 digits ValueError from int(); now each is a refusal naming its argument."""
+    from chaosmem.errors import InvalidArgument
+    from chaosmem.traffic.options import parse_options
+
+    capture = tmp_path_factory.getbasetemp() / "opts.jsonl"
+    capture.write_text('{"path": "/"}\n')
+    for name, value in (
+        ("speed", speed),
+        ("rate", rate),
+        ("concurrency", concurrency),
+        ("duration", duration),
+    ):
+        try:
+            options = parse_options(
+                capture=str(capture), target_url="http://127.0.0.1:1/", **{name: value}
+            )
+        except InvalidArgument as exc:
+            assert exc.name == name
+        else:
+            assert options is not None

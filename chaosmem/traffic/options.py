@@ -95,8 +95,11 @@ class ReplayOptions:
 def _positive(value: object, *, name: str, expected: str, suffix: str = "") -> float:
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except OverflowError:  # an int such as 10**400
+            number = None
+    elif isinstance(value, str) and len(value) <= 64:
         text = value.strip()
         if suffix and text.endswith(suffix):
             text = text[: -len(suffix)]
@@ -104,7 +107,8 @@ def _positive(value: object, *, name: str, expected: str, suffix: str = "") -> f
             number = float(text)
         except ValueError:
             number = None
-    if number is None or not math.isfinite(number) or number <= 0:
+    # NB: at most 1e9: a speed or rate beyond is a typo, and would overflow the schedule's maths
+    if number is None or not math.isfinite(number) or not 0 < number <= 1e9:
         raise InvalidArgument(name, value, expected)
     return number
 
