@@ -306,3 +306,32 @@ def test_a_forged_latest_pointer_is_refused(state: dict[str, Any]) -> None:
     (directory / "replays" / "latest").write_text("../../x\n")
     with pytest.raises(InvalidArgument, match="replays/latest"):
         replay_summary(configuration=state)
+
+
+def test_sweep_ends_a_detached_stressor_the_ledger_lost(
+    cgroup: Cgroup, state: dict[str, Any]
+) -> None:
+    """A stressor leaves its status file (and its --id on its command line): found without the
+    ledger once its owner is gone."""
+    from chaosmem.stress.actions import inject_allocation_stress
+
+    started = inject_allocation_stress(
+        {"type": "cgroup", "path": str(cgroup.path)},
+        size="8Mi",
+        hold="120s",
+        detach=True,
+        configuration=state,
+    )
+    [pid] = started["pids"]
+    directory = Path(state["chaosmem_state_dir"])
+    assert alive(pid)
+    (directory / "ledger.jsonl").write_text("garbage\n")  # the ledger is lost
+    swept = chaosmem(
+        "rollback", "--state-dir", str(directory), "--sweep", "--cgroup-root", str(cgroup.path)
+    )
+    assert swept.returncode == 1  # the unreadable line is still reported
+    assert f"ended pids [{pid}]" in swept.stdout
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)

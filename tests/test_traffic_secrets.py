@@ -76,3 +76,45 @@ def test_redact_url() -> None:
     )
     assert redact_url("http://h/p?q=1") == "http://h/p?q=1"
     assert redact_url("http://user@h/") == "http://user@h/"
+
+
+def test_a_bare_stop_in_a_run_stops_only_this_runs_replays(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    """One run never undoes another's change (issue 9.3): B's bare stop_traffic_replay() used
+    to stop A's background replay too."""
+    from chaosmem.ledger import set_current_run
+    from chaosmem.traffic.actions import stop_traffic_replay
+    from chaosmem.traffic.background import worker_pid
+
+    capture = write_timed_gor(tmp_path / "t.gor", count=20, span_s=1.0)
+    directory = Path(state["chaosmem_state_dir"])
+    try:
+        with RecordingServer() as server:
+            set_current_run("run-A")
+            a = replay_traffic(
+                capture=str(capture),
+                target_url=server.url,
+                loop=True,
+                duration="60s",
+                wait=False,
+                configuration=state,
+            )
+            set_current_run("run-B")
+            b = replay_traffic(
+                capture=str(capture),
+                target_url=server.url,
+                loop=True,
+                duration="60s",
+                wait=False,
+                configuration=state,
+            )
+            stopped = stop_traffic_replay(configuration=state)
+            assert list(stopped["summaries"]) == [b["replay_id"]]
+            assert worker_pid(directory, a["replay_id"]) == a["pid"]  # A's replay still runs
+            assert worker_pid(directory, b["replay_id"]) is None
+            set_current_run(None)  # outside a run: every open one
+            assert list(stop_traffic_replay(configuration=state)["summaries"]) == [a["replay_id"]]
+    finally:
+        set_current_run(None)
+        stop_traffic_replay(configuration=state)
