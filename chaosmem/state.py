@@ -23,7 +23,14 @@ from typing import IO, Any
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
 
-__all__ = ["check_private", "open_private", "private_dir", "replace_private", "state_dir"]
+__all__ = [
+    "check_private",
+    "open_private",
+    "private_dir",
+    "read_private",
+    "replace_private",
+    "state_dir",
+]
 
 STATE_DIR_KEY = "chaosmem_state_dir"
 STATE_DIR_ENV = "CHAOSMEM_STATE_DIR"
@@ -88,6 +95,22 @@ def open_private(path: Path, mode: str = "a", *, encoding: str | None = None) ->
             ) from None
         raise
     return os.fdopen(fd, mode, encoding=encoding)
+
+
+def read_private(path: Path, *, limit: int = 64 << 20) -> str:
+    """A state file's text (at most ``limit`` bytes), never through a symlink.
+
+    Raises ``FileNotFoundError`` when it does not exist, :class:`ChaosmemError` when it is a
+    symlink (a planted link must not make a probe read, and report, another file).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ChaosmemError(f"{path} is a symlink; chaosmem does not read through it") from None
+        raise
+    with os.fdopen(fd, "rb") as stream:
+        return stream.read(limit).decode("utf-8", errors="replace")
 
 
 def replace_private(path: Path, data: str | bytes) -> None:

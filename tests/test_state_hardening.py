@@ -335,3 +335,23 @@ def test_sweep_ends_a_detached_stressor_the_ledger_lost(
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(pid)
+
+
+def test_a_planted_summary_symlink_is_not_read(state: dict[str, Any], tmp_path: Path) -> None:
+    """A link in the state dir must not make a probe read (and a journal show) another file."""
+    directory = state_dir(state)
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"state": "done", "status": {"200": 1}, "token": "s3cr3t"}))
+    replay = directory / "replays" / "20250101T000000Z-abcdef"
+    replay.mkdir(parents=True, mode=0o700)
+    (replay / "summary.json").symlink_to(secret)
+    set_latest(directory, replay.name)
+    with pytest.raises(ChaosmemError, match="is a symlink"):
+        replay_summary(configuration=state)
+
+
+def test_a_service_limit_the_kernel_cannot_hold_is_refused(root: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        start_service("huge", SLEEPER, memory_limit="4Ei", configuration=root)
+    assert info.value.name == "memory_limit"
+    assert Ledger(Path(root["chaosmem_state_dir"])).read().open() == []

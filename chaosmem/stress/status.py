@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chaosmem.state import private_dir, replace_private
+from chaosmem.errors import ChaosmemError
+from chaosmem.state import private_dir, read_private, replace_private
 from chaosmem.validate import check_name
 
 __all__ = [
@@ -67,8 +68,8 @@ def log_path(status: Path) -> Path:
 def read_status(path: Path) -> dict[str, Any] | None:
     """The last status, or None when there is none yet (or it cannot be read)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_private(path, limit=1 << 20))
+    except (OSError, ValueError, ChaosmemError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
-from chaosmem.state import private_dir, replace_private
+from chaosmem.state import private_dir, read_private, replace_private
 from chaosmem.validate import check_name
 
 __all__ = [
@@ -83,7 +83,7 @@ def set_latest(state: Path, replay_id: str) -> None:
 
 def latest_id(state: Path) -> str | None:
     try:
-        text = (replays_dir(state) / "latest").read_text(encoding="utf-8").strip()
+        text = read_private(replays_dir(state) / "latest", limit=4096).strip()
     except FileNotFoundError:
         return None
     return check_name(text, name="replays/latest") if text else None
@@ -96,7 +96,7 @@ def read_summary(state: Path, replay_id: str | None = None) -> dict[str, Any]:
         raise ChaosmemError(f"no replay has run with state dir {state}; run replay_traffic first")
     path = replay_dir(state, rid) / "summary.json"
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(read_private(path))
     except FileNotFoundError:
         raise ChaosmemError(f"replay {rid} has no summary at {path}; did it start?") from None
     except ValueError as exc:
