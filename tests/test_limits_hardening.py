@@ -161,3 +161,111 @@ def test_second_tighten_by_another_run_fails_and_names_the_run(
     tighten_memory_limit(spec(cgroup), limit="48Mi", configuration=state)
     assert restore_memory_limit(configuration=state)["count"] == 2
     assert cgroup.memory_limit() is None
+
+
+def _experiment(title: str, method: list[dict[str, Any]], state_dir: str) -> dict[str, Any]:
+    return {
+        "title": title,
+        "description": "two runs on one state dir",
+        "configuration": {"chaosmem_state_dir": state_dir},
+        "controls": [
+            {"name": "chaosmem", "provider": {"type": "python", "module": "chaosmem.control"}}
+        ],
+        "method": method,
+    }
+
+
+def _python(
+    module: str, func: str, name: str, kind: str = "action", **arguments: Any
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "name": name,
+        "provider": {"type": "python", "module": module, "func": func, "arguments": arguments},
+    }
+
+
+def test_two_chaos_runs_b_bare_restore_leaves_a_tightened(
+    cgroup: Cgroup, state: dict[str, Any], tmp_path: Path
+) -> None:
+    """The issue's check, with two real `chaos run`s on one state dir: run B's bare
+    restore_memory_limit() used to restore run A's limit in the middle of A, silently."""
+    import json
+    import os
+    import subprocess
+    import time
+
+    from tests.chaos_run import CHAOS, ROOT, chaos_run
+
+    directory = state["chaosmem_state_dir"]
+    flag = tmp_path / "b-done"
+    target = spec(cgroup)
+    run_a = _experiment(
+        "A",
+        [
+            _python(
+                "chaosmem.limits.actions",
+                "tighten_memory_limit",
+                "tighten",
+                target=target,
+                limit="64Mi",
+            ),
+            {
+                "type": "action",
+                "name": "wait-for-b",
+                "provider": {
+                    "type": "process",
+                    "path": "sh",
+                    "arguments": f"-c 'for i in $(seq 600); do [ -e {flag} ] && exit 0; sleep 0.1; done; exit 1'",
+                },
+            },
+            _python(
+                "chaosmem.limits.probes",
+                "memory_limit",
+                "limit-after-b",
+                kind="probe",
+                target=target,
+            ),
+        ],
+        directory,
+    )
+    run_b = _experiment(
+        "B", [_python("chaosmem.limits.actions", "restore_memory_limit", "bare-restore")], directory
+    )
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "a.json").write_text(json.dumps(run_a))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CHAOSMEM_RUN_ID", None)
+    a = subprocess.Popen(
+        [
+            str(CHAOS),
+            "--no-version-check",
+            "--no-log-file",
+            "run",
+            "--journal-path",
+            "a.journal.json",
+            "a.json",
+        ],
+        cwd=tmp_path / "a",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while cgroup.memory_limit() != 64 << 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cgroup.memory_limit() == 64 << 20
+        _, b_journal = chaos_run(tmp_path / "b", "b", run_b, env={"CHAOSMEM_RUN_ID": ""})
+        flag.touch()
+        assert a.wait(timeout=60) == 0
+    finally:
+        flag.touch()
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+    b_result = json.loads(b_journal.read_text())["run"][0]["output"]
+    assert b_result["count"] == 0  # B restored nothing of A's
+    a_run = json.loads((tmp_path / "a" / "a.journal.json").read_text())["run"]
+    assert [r["output"] for r in a_run if r["activity"]["name"] == "limit-after-b"] == [64 << 20]
+    assert cgroup.memory_limit() is None  # A's own control restored it at A's end
