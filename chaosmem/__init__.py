@@ -25,6 +25,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 #: Every module that holds activities; each is ``actions`` or ``probes`` by its name.
 ACTIVITY_MODULES = (
+    "chaosmem.autoscaling.probes",
     "chaosmem.limits.actions",
     "chaosmem.limits.probes",
     "chaosmem.local.actions",

@@ -22,6 +22,7 @@ see :func:`_start_fixtures`).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,14 +35,14 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
+import chaosmem.autoscaling.sources  # noqa: F401  (registers the timeline's replicas source)
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
 from chaosmem.rollback import rollback
 from chaosmem.state import private_dir, state_dir
-from chaosmem.targets import resolve_target
-from chaosmem.targets.cgroup import Cgroup
-from chaosmem.targets.oomwatch import OomEvent, OomWatcher
+from chaosmem.targets import TARGET_TYPES, OomWatch, resolve_target
+from chaosmem.targets.oomwatch import OomEvent
 from chaosmem.timeline import Recorder
 from chaosmem.units import parse_duration
 
@@ -66,19 +67,27 @@ class _Run:
     configuration: Mapping[str, Any]
     specs: list[dict[str, Any]]
     recorder: Recorder
-    watchers: dict[str, OomWatcher] = field(default_factory=dict)
+    watchers: dict[str, OomWatch] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def mark(self, event: str, **fields: Any) -> None:
         self.recorder.mark(event, **fields)
 
     def on_kill(self, kill: OomEvent) -> None:
-        self.mark("oom-kill", cgroup=kill.cgroup, count=kill.count, at=kill.at)
+        self.mark(
+            "oom-kill",
+            **kill.detail,
+            target=kill.target,
+            cgroup=kill.cgroup,
+            count=kill.count,
+            at=kill.at,
+        )
 
     def watch_targets(self) -> None:
-        """Start an OOM watcher on every local target that can be resolved now (services appear
-        during the method, so this is retried after each activity; background activities end on
-        pool threads, hence the lock)."""
+        """Start an OOM watch on every target that can be resolved now (services appear during
+        the method, so this is retried after each activity; background activities end on pool
+        threads, hence the lock). A cgroup is watched through the kernel's notifications, pods
+        through an API watch."""
         with self.lock:
             specs = list(self.specs)
         for spec in specs:
@@ -86,24 +95,26 @@ class _Run:
                 target = resolve_target(spec, self.configuration)
             except ChaosmemError:
                 continue
+            key = json.dumps(target.spec, sort_keys=True)
             with self.lock:
-                if not isinstance(target, Cgroup) or str(target.path) in self.watchers:
+                if key in self.watchers:
                     continue
                 try:
-                    self.watchers[str(target.path)] = OomWatcher(
-                        target, on_kill=self.on_kill
-                    ).start()
+                    self.watchers[key] = target.watch_oom_kills(self.on_kill, spec=spec)
                 except ChaosmemError as exc:
-                    logger.debug("chaosmem: cannot watch %s for OOM kills: %s", target.path, exc)
+                    logger.debug(
+                        "chaosmem: cannot watch %s for OOM kills: %s", target.describe(), exc
+                    )
 
     def finish(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Undo what the run left open, stop watching and recording; returns (restored, timeline)."""
         for watcher in self.watchers.values():
             watcher.check_now()  # a last look: kills just before the end still count
+        timeline = self.recorder.stop()  # NB: before the watches stop: its last sample reads them
+        for watcher in self.watchers.values():
             watcher.stop()
         self.watchers.clear()
-        timeline = self.recorder.stop()
-        steps = rollback(self.base, run=self.id)
+        steps = rollback(self.base, run=self.id, configuration=self.configuration)
         for step in steps:
             if step.ok:
                 logger.info("chaosmem: %s", step.done)
@@ -122,7 +133,7 @@ _current: _Run | None = None
 def _targets_in(
     experiment: Mapping[str, Any], configuration: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """Every distinct local target spec the experiment names (in arguments or configuration)."""
+    """Every distinct target spec the experiment names (in arguments or configuration)."""
     found: list[dict[str, Any]] = []
 
     def walk(node: Any) -> Iterator[Any]:
@@ -144,7 +155,7 @@ def _targets_in(
         [default, *walk(experiment)] if isinstance(default, Mapping) else list(walk(experiment))
     )
     for spec in candidates:
-        if spec.get("type") in {"cgroup", "process", "service"} and dict(spec) not in found:
+        if spec.get("type") in TARGET_TYPES and dict(spec) not in found:
             found.append(dict(spec))
     return found
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import inspect
 import json
 import math
 import os
@@ -47,15 +48,29 @@ __all__ = [
 LEDGER_FILE = "ledger.jsonl"
 RUN_ENV = "CHAOSMEM_RUN_ID"
 
-UndoHandler = Callable[["Entry"], str]
+#: An undo handler gets the entry and the run's configuration (a cluster backend needs it to
+#: reach the API with the run's kubeconfig and context); it returns what it did, in words.
+UndoHandler = Callable[["Entry", Mapping[str, Any] | None], str]
 _UNDO: dict[str, UndoHandler] = {}
 
 
-def register_undo(kind: str) -> Callable[[UndoHandler], UndoHandler]:
-    """Declare the function that undoes entries of ``kind``; it returns what it did, in words."""
+def register_undo(kind: str) -> Callable[[Callable[..., str]], Callable[..., str]]:
+    """Declare the function that undoes entries of ``kind``.
 
-    def wrap(handler: UndoHandler) -> UndoHandler:
-        _UNDO[kind] = handler
+    It takes ``(entry, configuration)``; a handler written as ``(entry)`` alone is accepted too
+    (the local backend's undos need no configuration).
+    """
+
+    def wrap(handler: Callable[..., str]) -> Callable[..., str]:
+        positional = [
+            p
+            for p in inspect.signature(handler).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        if len(positional) >= 2:
+            _UNDO[kind] = handler
+        else:
+            _UNDO[kind] = lambda entry, configuration: handler(entry)
         return handler
 
     return wrap
@@ -285,7 +300,7 @@ class Ledger:
                 ) from None
         return parse_ledger(raw.decode("utf-8", errors="replace"))
 
-    def undo(self, entry: Entry) -> str:
+    def undo(self, entry: Entry, configuration: Mapping[str, Any] | None = None) -> str:
         """Run the entry's undo handler and close it; returns what was done, in words."""
         handler = _UNDO.get(entry.kind)
         if handler is None:
@@ -293,6 +308,6 @@ class Ledger:
                 f"ledger entry {entry.id} has kind {entry.kind!r}, which this chaosmem cannot undo; "
                 "upgrade chaosmem or undo it by hand"
             )
-        done = handler(entry)
+        done = handler(entry, configuration)
         self.close(entry, "restored")
         return done

@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from chaosmem.ledger import Entry, Ledger
+from chaosmem.ledger import Entry, Ledger, undo_handler
+from chaosmem.targets import BACKENDS
 
-__all__ = ["HANDLER_MODULES", "RollbackStep", "rollback"]
+__all__ = ["HANDLER_MODULES", "RollbackStep", "load_handlers", "rollback"]
 
 logger = logging.getLogger("chaostoolkit")
 
-#: Modules that register undo handlers with :func:`chaosmem.ledger.register_undo`.
+#: Modules that register undo handlers with :func:`chaosmem.ledger.register_undo`: each
+#: backend's (from the backend table), then the concerns that work on any backend.
 HANDLER_MODULES = (
-    "chaosmem.targets.cgroup",
-    "chaosmem.local.service",
+    *(module for backend in BACKENDS for module in backend.handler_modules),
     "chaosmem.stress.stopping",
     "chaosmem.traffic.background",
 )
+_FAILED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -38,24 +42,62 @@ class RollbackStep:
         return self.error is None
 
 
-def load_handlers() -> None:
+def load_handlers() -> dict[str, str]:
+    """Import every handler module; returns the ones that could not load, with why.
+
+    Guarded: one backend's missing dependency (no ``kubernetes`` client) must not stop the
+    other backends' entries from being undone. Entries whose handler did not load fail alone,
+    with the import error in their message.
+    """
     for name in HANDLER_MODULES:
-        importlib.import_module(name)
+        if name in _FAILED:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            _FAILED[name] = f"{type(exc).__name__}: {exc}"
+            logger.error("chaosmem: undo handlers of %s cannot load: %s", name, exc)
+    return dict(_FAILED)
+
+
+def _why_unknown(entry: Entry, failed: Mapping[str, str]) -> str:
+    if failed:
+        reasons = "; ".join(f"{m}: {why}" for m, why in failed.items())
+        return (
+            f"cannot undo ledger kind {entry.kind!r}: handler modules failed to load "
+            f"({reasons}); fix that and run chaosmem rollback again"
+        )
+    return (
+        f"this chaosmem cannot undo ledger kind {entry.kind!r}; upgrade chaosmem or undo it by hand"
+    )
 
 
 def rollback(
-    directory: Path, *, run: str | None = None, dry_run: bool = False
+    directory: Path,
+    *,
+    run: str | None = None,
+    dry_run: bool = False,
+    configuration: Mapping[str, Any] | None = None,
 ) -> list[RollbackStep]:
-    """Undo every open entry (of ``run`` when given), newest first; safe to call again."""
-    load_handlers()
+    """Undo every open entry (of ``run`` when given), newest first; safe to call again.
+
+    ``configuration`` is the run's (handlers that talk to a cluster read their client settings
+    from it); ``chaosmem rollback`` passes none and the environment's settings apply.
+    """
+    failed = load_handlers()
     ledger = Ledger(directory)
     steps: list[RollbackStep] = []
     for entry in reversed(ledger.read().open(run=run)):
         if dry_run:
             steps.append(RollbackStep(entry, f"would undo {entry.describe()}"))
             continue
+        if undo_handler(entry.kind) is None:
+            error = _why_unknown(entry, failed)
+            logger.error("chaosmem: could not undo %s: %s", entry.describe(), error)
+            steps.append(RollbackStep(entry, None, error))
+            continue
         try:
-            steps.append(RollbackStep(entry, ledger.undo(entry)))
+            steps.append(RollbackStep(entry, ledger.undo(entry, configuration)))
         except Exception as exc:
             logger.error("chaosmem: could not undo %s: %s", entry.describe(), exc)
             steps.append(RollbackStep(entry, None, f"{type(exc).__name__}: {exc}"))

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from chaosmem.targets.cgroup import Cgroup
+from tests.kube_double import kube  # noqa: F401  (the Kubernetes API double fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.host import host_memory
 from chaosmem.ledger import Ledger, set_current_run
 from chaosmem.limits.actions import restore_memory_limit, tighten_memory_limit
-from chaosmem.limits.change import tighten
-from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets import LimitRefused
+from chaosmem.targets.cgroup import Cgroup, LimitMismatch
 
 
 def spec(group: Cgroup) -> dict[str, Any]:
@@ -81,30 +81,25 @@ def test_page_rounding_is_not_a_mismatch(cgroup: Cgroup, state: dict[str, Any]) 
     assert int(kernel_limits(cgroup)[0]) == 64 << 20
 
 
-class _Lying:
-    """The real cgroup, except that its limit file is written with another value than asked:
-    what a kernel (or an API server) that clamps or misreads a value does. Only the write is
-    changed; the read-back goes to the real kernel file."""
-
-    def __init__(self, group: Cgroup, written: int) -> None:
-        self.group = group
-        self.written = written
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.group, name)
-
-    def set_memory_limit(self, limit: int | None) -> None:
-        self.group.set_memory_limit(self.written)
-
-
-def test_a_limit_read_back_different_is_restored_and_fails(
-    cgroup: Cgroup, state: dict[str, Any]
+@pytest.mark.parametrize(
+    ("written", "kernel_holds"),
+    [(2**64, "0"), (10**20, "7766279631452241920"), (2**63, "9223372036854771712")],
+)
+def test_the_kernel_holding_another_limit_is_put_back_and_refused(
+    cgroup: Cgroup, written: int, kernel_holds: str
 ) -> None:
-    ledger = Ledger(Path(state["chaosmem_state_dir"]))
-    with pytest.raises(ChaosmemError, match="the kernel holds 268435456"):
-        tighten(_Lying(cgroup, 256 << 20), ledger, limit=64 << 20, fraction=None)  # type: ignore[arg-type]
-    assert cgroup.memory_limit() is None  # restored in the kernel
-    assert ledger.read().open() == []  # and the entry closed by its undo
+    """What we write, we read back, on the real kernel: v1 takes 2**64 as 0, 1e20 as
+    7766279631452241920 and 2**63 as "unlimited". Written directly (below every argument check),
+    each is put back and refused, so nothing is left changed."""
+    before = kernel_limits(cgroup)
+    with pytest.raises(LimitMismatch, match=f"asked for a limit of {written} bytes") as info:
+        cgroup.set_memory_limit(written)
+    assert isinstance(info.value, LimitRefused)  # tighten closes its entry as not-applied
+    assert kernel_limits(cgroup) == before
+    # and the kernel really does hold that value for a moment: write it by hand to show it
+    (cgroup.path / "memory.limit_in_bytes").write_text(str(written))
+    assert (cgroup.path / "memory.limit_in_bytes").read_text().strip() == kernel_holds
+    (cgroup.path / "memory.limit_in_bytes").write_text("-1")
 
 
 def test_bare_restore_in_a_run_restores_this_run_only(

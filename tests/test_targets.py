@@ -73,11 +73,6 @@ def test_bad_targets_name_the_argument(spec: Any, argument: str, state: dict[str
     assert str(info.value).startswith(f"argument '{argument}'")
 
 
-def test_kubernetes_types_say_what_is_missing() -> None:
-    with pytest.raises(ChaosmemError, match="kubernetes backend"):
-        resolve_target({"type": "pod", "namespace": "shop", "label_selector": "app=orders"})
-
-
 def test_own_cgroup_and_its_ancestors_are_refused(
     own_cgroup: Cgroup, state: dict[str, Any]
 ) -> None:

@@ -66,5 +66,10 @@ def restore_memory_limit(
     this run's changes are restored: another run's tightened limit is never undone under it;
     outside a run, every open one. Running it twice is harmless."""
     resolved = resolve_target(target, None) if target is not None else None
-    restored = restore_limits(Ledger(state_dir(configuration)), target=resolved, run=current_run())
+    restored = restore_limits(
+        Ledger(state_dir(configuration)),
+        target=resolved,
+        run=current_run(),
+        configuration=configuration,
+    )
     return {"restored": restored, "count": len(restored)}

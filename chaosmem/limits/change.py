@@ -7,20 +7,28 @@ it leaves nothing changed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.host import host_memory
 from chaosmem.ledger import Entry, Ledger, current_run
 from chaosmem.rollback import load_handlers
-from chaosmem.targets import MemoryTarget
+from chaosmem.targets import LIMIT_KINDS, LimitRefused, MemoryTarget
 from chaosmem.units import format_size
 
-__all__ = ["LIMIT_KINDS", "check_ceiling", "held_by_other_run", "restore_limits", "tighten"]
+__all__ = [
+    "DEFAULT_SETTLE",
+    "LIMIT_KINDS",
+    "check_ceiling",
+    "held_by_other_run",
+    "restore_limits",
+    "tighten",
+]
 
-#: Ledger kinds that record a limit change, one per backend.
-LIMIT_KINDS = ("cgroup-limit", "pod-limit")
 _PAGE = 4096
+#: How long to wait for an asynchronous change (a pod resize) to settle, in seconds.
+DEFAULT_SETTLE = 60.0
 
 
 def new_limit(target: MemoryTarget, *, limit: int | None, fraction: float | None) -> int:
@@ -73,9 +81,13 @@ def held_by_other_run(ledger: Ledger, target: MemoryTarget) -> Entry | None:
     return None
 
 
-def _matches(requested: int, actual: int | None) -> bool:
-    """The kernel keeps whole pages: anything within a page of the request is the request."""
-    return actual is not None and abs(actual - requested) < _PAGE
+def _usage(target: MemoryTarget) -> int | None:
+    """Usage for the report, None when the backend cannot tell (a cluster without
+    metrics-server): the change itself does not depend on it."""
+    try:
+        return target.memory_usage()
+    except ChaosmemError:
+        return None
 
 
 def tighten(
@@ -85,12 +97,15 @@ def tighten(
     limit: int | None,
     fraction: float | None,
     allow_above_host: bool = False,
+    settle: float = DEFAULT_SETTLE,
 ) -> dict[str, Any]:
     """Set the new limit, recorded first; returns before/after/usage (bytes, None = unlimited).
 
     Below current usage, cgroup v1 reclaims and otherwise refuses with EBUSY (this raises
     :class:`~chaosmem.targets.cgroup.LimitBusy` and nothing changes); cgroup v2 accepts the
     limit, reclaims, and OOM-kills until usage fits. ``below_usage`` says which case it was.
+    A pending change (a pod resize) is waited for up to ``settle`` seconds before the figures
+    after it are read; ``change`` says how it ended.
     """
     target.check_changeable()
     requested = new_limit(target, limit=limit, fraction=fraction)
@@ -104,42 +119,42 @@ def tighten(
             f"or run `chaosmem rollback{' --run ' + holder.run if holder.run else ''}` if it crashed"
         )
     before = target.memory_limit()
-    usage = target.memory_usage()
+    usage = _usage(target)
     kills = target.oom_kill_count()
     entry = ledger.record(kind=target.limit_kind, target=target.spec, undo=target.limit_state())
     try:
-        target.set_memory_limit(requested)
-    except ChaosmemError:
-        # NB: only a refusal proves nothing changed. An interrupt (Ctrl-C) may land after the
-        # kernel took the new limit, so the entry then stays open and the undo runs anyway.
+        change = target.set_memory_limit(requested)
+    except LimitRefused:
+        # NB: only a refusal proves nothing changed. A timeout or an interrupt (Ctrl-C) may land
+        # after the kernel or the API server took the new limit, so the entry then stays open
+        # and the undo runs anyway.
         ledger.close(entry, "not-applied")
         raise
+    change = change.wait(settle)
     after = target.memory_limit()
-    if not _matches(requested, after):
-        # NB: what we write, we read back: a kernel that holds something else is restored.
-        restored = ledger.undo(entry)
-        raise ChaosmemError(
-            f"{target.describe()}: asked for a limit of {requested} bytes, the kernel holds "
-            f"{after if after is not None else 'no limit'}; restored ({restored})"
-        )
     return {
         "target": target.spec,
         "before": before,
         "after": after,
         "requested": requested,
         "usage": usage,
-        "usage_after": target.memory_usage(),
-        "below_usage": usage > requested,
+        "usage_after": _usage(target),
+        "below_usage": None if usage is None else usage > requested,
         "oom_kills_before": kills,
         "oom_kills_after": target.oom_kill_count(),
+        "change": change.summary(),
         "summary": f"{target.describe()}: limit {format_size(before)} -> {format_size(requested)} "
-        f"(usage {format_size(usage)})",
+        f"(usage {format_size(usage) if usage is not None else 'unknown'}): {change.outcome}",
         "ledger_entry": entry.id,
     }
 
 
 def restore_limits(
-    ledger: Ledger, *, target: MemoryTarget | None, run: str | None
+    ledger: Ledger,
+    *,
+    target: MemoryTarget | None,
+    run: str | None,
+    configuration: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Undo the open limit entries of ``run`` (every run's when None), of ``target`` only when
     given, newest first.
@@ -150,4 +165,4 @@ def restore_limits(
     entries = [e for e in ledger.read().open(run=run) if e.kind in LIMIT_KINDS]
     if target is not None:
         entries = [e for e in entries if e.target == target.spec]
-    return [{"target": e.target, "done": ledger.undo(e)} for e in reversed(entries)]
+    return [{"target": e.target, "done": ledger.undo(e, configuration)} for e in reversed(entries)]

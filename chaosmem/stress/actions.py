@@ -6,12 +6,12 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.errors import InvalidArgument
 from chaosmem.host import host_memory
 from chaosmem.state import state_dir
 from chaosmem.stress.engine import PAGE
 from chaosmem.stress.inject import StressRequest, check_size, inject, stop
-from chaosmem.targets import MemoryTarget, resolve_target
+from chaosmem.targets import resolve_target
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.units import (
     parse_duration,
@@ -25,14 +25,6 @@ __all__ = ["inject_allocation_stress", "stop_allocation_stress"]
 
 RELEASES = ("all", "fragmented")
 MAX_WORKERS = 64
-
-
-def _local(target: MemoryTarget) -> Cgroup:
-    if not isinstance(target, Cgroup):
-        raise ChaosmemError(
-            f"{target.describe()}: allocation stress runs on local targets only in this version"
-        )
-    return target
 
 
 def inject_allocation_stress(
@@ -94,13 +86,28 @@ def inject_allocation_stress(
         raise InvalidArgument(
             "size", size, "a size such as '200Mi' or a share of the target's limit such as '90%'"
         )
-    group = _local(resolve_target(target, configuration))
-    group.check_changeable()
-    limit = group.memory_limit()
+    resolved = resolve_target(target, configuration)
+    resolved.check_changeable()
+    limit = resolved.memory_limit()
     total = parse_size_or_percent(size, name="size", whole=limit, minimum=PAGE * count)
+    local = isinstance(resolved, Cgroup)
+    # NB: a pod's node memory is not known here; the ramp bound applies everywhere
     check_size(
-        total, value=size, limit=limit, host=host_memory(), rate=rate, allow_above_host=above_host
+        total,
+        value=size,
+        limit=limit,
+        host=host_memory() if local else None,
+        rate=rate,
+        allow_above_host=above_host,
     )
+    if not isinstance(resolved, Cgroup):  # a pod: the engine runs in its container, by exec
+        from chaosmem.kube.stress import inject_in_pods
+
+        request = StressRequest(
+            total, rate, share, hold_s, mode, count, waiting, respawning, detached
+        )
+        return inject_in_pods(resolved, request, directory=state_dir(configuration))
+    group = resolved
     request = StressRequest(total, rate, share, hold_s, mode, count, waiting, respawning, detached)
     return inject(group, request, directory=state_dir(configuration))
 
@@ -115,5 +122,29 @@ def stop_allocation_stress(
     (``configuration["chaosmem_target"]`` is not used here: a bare call in a rollback stops them
     all). SIGTERM first, SIGKILL after ``grace``. Running it twice is harmless."""
     wait = parse_duration(grace, name="grace")
-    group = _local(resolve_target(target, configuration)) if target is not None else None
-    return stop(state_dir(configuration), target=group, grace=wait)
+    resolved = resolve_target(target, configuration) if target is not None else None
+    if resolved is not None and not isinstance(resolved, Cgroup):
+        from chaosmem.kube.stress import stop_in_pods
+
+        stopped = stop_in_pods(
+            state_dir(configuration),
+            target_spec=resolved.spec,
+            configuration=configuration,
+            grace=wait,
+        )
+        return {
+            "stopped": stopped,
+            "count": len(stopped),
+            "summary": f"stopped {len(stopped)} in-pod stressor(s)",
+        }
+    result = stop(state_dir(configuration), target=resolved, grace=wait)
+    if resolved is None:  # a bare call stops the run's in-pod stressors too
+        try:
+            from chaosmem.kube.stress import stop_in_pods
+        except ImportError:  # no kubernetes client here: there can be no pod stressor either
+            return result
+        pods = stop_in_pods(
+            state_dir(configuration), target_spec=None, configuration=configuration, grace=wait
+        )
+        result = {**result, "pods": pods, "count": result["count"] + len(pods)}
+    return result

@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Entry, register_undo
+from chaosmem.targets import LimitChange, LimitRefused
 from chaosmem.targets.mounts import (
     CgroupMount,
     find_mount,
@@ -44,7 +45,7 @@ from chaosmem.targets.mounts import (
 )
 from chaosmem.units import format_size
 
-__all__ = ["UNLIMITED_V1", "Cgroup", "LimitBusy", "ensure_not_own"]
+__all__ = ["UNLIMITED_V1", "Cgroup", "LimitBusy", "LimitMismatch", "ensure_not_own", "same_limit"]
 
 #: What v1 reports for "no limit" (PAGE_COUNTER_MAX pages); anything this large means unlimited.
 UNLIMITED_V1 = 9223372036854771712
@@ -53,7 +54,19 @@ _PAGE = 4096
 _PR_SET_PDEATHSIG = 1
 
 
-class LimitBusy(ChaosmemError):
+def same_limit(wanted: int | None, held: int | None) -> bool:
+    """Whether the kernel holds the limit asked for: the same to the page (it keeps whole
+    pages), or both unlimited."""
+    if wanted is None or held is None:
+        return wanted is None and held is None
+    return abs(int(wanted) - held) < _PAGE
+
+
+class LimitMismatch(LimitRefused):
+    """The kernel held another limit than the one written; it was put back, nothing changed."""
+
+
+class LimitBusy(LimitRefused):
     """cgroup v1 refused a limit below usage because it could not reclaim enough (EBUSY)."""
 
 
@@ -125,6 +138,11 @@ class Cgroup:
     def check_changeable(self) -> None:
         ensure_not_own(self)
 
+    def watch_oom_kills(self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any]) -> Any:
+        from chaosmem.targets.oomwatch import OomWatcher  # NB: oomwatch imports this module
+
+        return OomWatcher(self, on_kill=on_kill, spec=spec).start()
+
     # -- files -----------------------------------------------------------------------------
 
     @property
@@ -188,20 +206,37 @@ class Cgroup:
             state["memsw"] = self.memsw_limit()
         return state
 
-    def set_memory_limit(self, limit: int | None) -> None:
-        """Set the limit (None = unlimited); on v1 memsw follows it.
+    def set_memory_limit(self, limit: int | None) -> LimitChange:
+        """Set the limit (None = unlimited); on v1 memsw follows it. A cgroup write takes effect
+        at once, so the change is ``applied`` (or refused by raising).
 
         Raises :class:`LimitBusy` when v1 could not reclaim down to a limit below usage; the
-        limit is then unchanged.
+        limit is then unchanged. What was written is read back: when the kernel holds anything
+        else (v1 takes 2**64 as 0 and 1e20 as 7766279631452241920; values from 2**62 read as
+        "unlimited"), the previous limit is put back and :class:`LimitMismatch` raised, so
+        nothing is left changed and nothing is silently wrong.
         """
+        before = self.limit_state()
+        self._apply(limit)
+        held = self.memory_limit()
+        if not same_limit(limit, held):
+            self.restore_limit_state(before)
+            raise LimitMismatch(
+                f"{self.path}: asked for a limit of {limit} bytes, the kernel holds "
+                f"{held if held is not None else 'no limit'}; put back "
+                f"{format_size(before.get('limit'))}"
+            )
+        return LimitChange("applied", "applied", f"{self.path}: limit {format_size(limit)}")
+
+    def _apply(self, limit: int | None) -> None:
         if self.version == 2:
             self._write("memory.max", "max" if limit is None else str(limit))
-            return
-        self._set_v1(limit, limit if self.has_memsw else None, touch_memsw=self.has_memsw)
+        else:
+            self._set_v1(limit, limit if self.has_memsw else None, touch_memsw=self.has_memsw)
 
     def restore_limit_state(self, state: Mapping[str, Any]) -> None:
         if self.version == 2:
-            self.set_memory_limit(state.get("limit"))
+            self._apply(state.get("limit"))
         else:
             self._set_v1(
                 state.get("limit"),
@@ -417,9 +452,7 @@ def _undo_limit(entry: Entry) -> str:
     group = Cgroup.at(path)
     group.restore_limit_state(entry.undo)
     wanted, now = entry.undo.get("limit"), group.memory_limit()
-    if (wanted is None) != (now is None) or (
-        wanted is not None and now is not None and abs(int(wanted) - now) >= _PAGE
-    ):
+    if not same_limit(wanted, now):
         raise ChaosmemError(
             f"{path}: restoring the memory limit to {format_size(wanted)} left "
             f"{format_size(now)} in the kernel; set memory.limit_in_bytes by hand"

@@ -15,9 +15,10 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from inotify_simple import INotify, flags
 
@@ -31,12 +32,17 @@ _SETTLE = 0.2  # how long a wake-up waits for the counter to move (seconds)
 
 @dataclass(frozen=True)
 class OomEvent:
-    """One kill: wall-clock and monotonic time it was seen, and the counter after it."""
+    """One kill: wall-clock and monotonic time it was seen, the counter after it, and the target
+    spec it belongs to (as the experiment named it: reports label kills with it, whatever the
+    backend; ``cgroup`` is the local path, empty for other backends)."""
 
     at: float
     monotonic: float
     count: int
     cgroup: str
+    target: dict[str, Any] = field(default_factory=dict)
+    #: Backend detail, e.g. ``{"pod": "shop/orders-a", "container": "orders"}`` for a pod.
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class OomWatcher:
@@ -48,8 +54,10 @@ class OomWatcher:
         *,
         on_kill: Callable[[OomEvent], None] | None = None,
         fallback_interval: float = 1.0,
+        spec: Mapping[str, Any] | None = None,
     ) -> None:
         self.group = group
+        self.spec = dict(spec) if spec is not None else group.spec
         self.on_kill = on_kill
         self.fallback_interval = fallback_interval
         self.events: list[OomEvent] = []
@@ -144,7 +152,7 @@ class OomWatcher:
             time.sleep(0.001)
         now, mono = time.time(), time.monotonic()
         for value in range(self._count + 1, count + 1):
-            event = OomEvent(now, mono, value, str(self.group.path))
+            event = OomEvent(now, mono, value, str(self.group.path), dict(self.spec))
             self.events.append(event)
             if self.on_kill is not None:
                 self.on_kill(event)

@@ -97,7 +97,7 @@ def target_label(spec: Mapping[str, Any]) -> str:
     if kind == "service":
         return str(spec.get("name", "?"))
     if kind == "pod":
-        base = f"{spec.get('namespace', 'default')}/{spec.get('label_selector', '?')}"
+        base = f"{spec.get('namespace', 'default')}/{spec.get('name') or spec.get('label_selector', '?')}"
         return f"{base} ({spec['container']})" if spec.get("container") else base
     if kind == "deployment":
         return f"{spec.get('namespace', 'default')}/{spec.get('name', '?')}"
@@ -125,22 +125,37 @@ class TargetsSource:
             self.resolved[index] = self.resolve(self.specs[index], self.configuration)
         return self.resolved[index]
 
+    def _note(self, row: dict[str, Any], key: str, exc: Exception) -> None:
+        row[key] = f"{type(exc).__name__}: {exc}"
+        if row[key] not in self.reported:
+            self.reported.add(row[key])
+            logger.debug("chaosmem timeline: cannot read %s: %s", row["name"], exc)
+
     def sample(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for index, spec in enumerate(self.specs):
             row: dict[str, Any] = {"name": target_label(spec)}
+            target: MemoryTarget | None = None
             try:
                 target = self._target(index)
                 row["limit"] = target.memory_limit()
-                row["usage"] = target.memory_usage()
                 row["oom_kills"] = target.oom_kill_count()
             except Exception as exc:
                 self.resolved.pop(index, None)
-                row["error"] = f"{type(exc).__name__}: {exc}"
-                if row["error"] not in self.reported:
-                    self.reported.add(row["error"])
-                    logger.debug("chaosmem timeline: cannot read %s: %s", row["name"], exc)
+                target = None
+                self._note(row, "error", exc)
+            if target is not None:
+                try:
+                    row["usage"] = target.memory_usage()
+                except Exception as exc:  # NB: a cluster without metrics-server: the rest stands
+                    self._note(row, "usage_error", exc)
             rows.append(row)
+            per_pod = getattr(target, "per_pod", None)
+            if per_pod is not None:  # a pod or deployment target: a row for each pod too
+                try:
+                    rows.extend(per_pod())
+                except Exception as exc:
+                    logger.debug("chaosmem timeline: per-pod rows of %s: %s", row["name"], exc)
         return rows
 
 

@@ -1,0 +1,1 @@
+"""Autoscaling: how fast a HorizontalPodAutoscaler reacted, and replicas over the run."""
