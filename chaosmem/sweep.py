@@ -28,7 +28,7 @@ from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger
 from chaosmem.local.service import SERVICE_PREFIX
 from chaosmem.stress.stopping import stop_processes
-from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets.cgroup import Cgroup, holds_self
 from chaosmem.targets.mounts import find_mount, memory_cgroup_of
 
 __all__ = ["SERVICE_PREFIX", "SweepResult", "owner_alive", "sweep"]
@@ -150,7 +150,11 @@ def sweep(directory: Path, *, root: Path, dry_run: bool = False, grace: float = 
             result.ended.append(f"would end service cgroup {path}")
             continue
         try:
-            ended = Cgroup.at(path).remove(grace=grace)
+            group = Cgroup.at(path)
+            if holds_self(group) is not None:  # NB: never end the sweep's own cgroup
+                result.kept.append(f"service cgroup {path}: holds this process")
+                continue
+            ended = group.remove(grace=grace)
             result.ended.append(f"service cgroup {path}: ended pids {ended}, removed")
         except ChaosmemError as exc:
             result.errors.append(f"service cgroup {path}: {exc}")
