@@ -40,7 +40,6 @@ from typing import IO, Any
 
 import httptools
 import ijson
-from ijson.common import ObjectBuilder
 
 from chaosmem.errors import InvalidArgument
 
@@ -334,6 +333,7 @@ def _har_request(entry: Any) -> tuple[int, bytes, bytes, tuple[tuple[bytes, byte
 
 
 _OPEN = frozenset({"start_map", "start_array"})
+_STEP = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 _CLOSE = frozenset({"end_map", "end_array"})
 
 
@@ -347,27 +347,65 @@ def _har_entries(stream: IO[bytes]) -> Iterator[tuple[Any, str | None]]:
     ``(None, reason)`` and is never built.
 
     NB: not ``ijson.items()``: its prefix strings grow with depth, so 20,000 nested arrays
-    (40 KB of HAR) cost a gigabyte before a single entry is returned.
+    (40 KB of HAR) cost a gigabyte before a single entry is returned. The entry is built here
+    with a plain stack (no per-event method calls): this loop is the HAR reader's hot path.
     """
     frames: list[list[Any]] = []  # [kind, current key] of each container around the entries
-    inside = 0  # depth within the current entry (0: not in one)
-    builder: ObjectBuilder | None = None
+    stack: list[Any] = []  # the containers of the entry being built, innermost last
+    keys: list[Any] = []  # the current key of each of them (maps), or None (arrays)
     reason: str | None = None
     size = 0
     for event, value in ijson.basic_parse(stream, use_float=True):
-        if inside:
-            inside += 1 if event in _OPEN else -1 if event in _CLOSE else 0
-            if builder is not None:
-                size += len(value) + 8 if isinstance(value, str) else 8
-                if inside > MAX_DEPTH:
-                    builder, reason = None, f"nested deeper than {MAX_DEPTH} levels"
-                elif size > MAX_RECORD:
-                    builder, reason = None, f"entry larger than {MAX_RECORD} bytes"
+        if stack:
+            if reason is None:
+                if event == "map_key":
+                    keys[-1] = value
+                    size += len(value) + 8
+                    continue
+                step = _STEP.get(event)
+                if step is None:  # a scalar
+                    size += len(value) + 8 if type(value) is str else 8
+                    top = stack[-1]
+                    if type(top) is dict:
+                        top[keys[-1]] = value
+                    else:
+                        top.append(value)
+                elif step > 0:
+                    new: Any = {} if event == "start_map" else []
+                    top = stack[-1]
+                    if type(top) is dict:
+                        top[keys[-1]] = new
+                    else:
+                        top.append(new)
+                    stack.append(new)
+                    keys.append(None)
+                    if len(stack) > MAX_DEPTH:
+                        reason = f"nested deeper than {MAX_DEPTH} levels"
+                elif len(stack) == 1:
+                    yield stack[0], None
+                    stack.clear()
+                    keys.clear()
+                    size = 0
+                    continue
                 else:
-                    builder.event(event, value)
-            if inside == 0:
-                yield (builder.value if builder is not None else None), reason
-                builder, reason, size = None, None, 0
+                    stack.pop()
+                    keys.pop()
+                if size > MAX_RECORD:
+                    reason = f"entry larger than {MAX_RECORD} bytes"
+                if reason is not None:
+                    # NB: drop what was built; from here only the depth is followed
+                    depth = len(stack)
+                    stack[1:] = []
+                    stack[0] = depth
+            else:
+                step = _STEP.get(event)
+                if step:
+                    stack[0] += step
+                    if stack[0] == 0:
+                        yield None, reason
+                        stack.clear()
+                        keys.clear()
+                        reason, size = None, 0
             continue
         if (
             len(frames) == 3
@@ -377,8 +415,8 @@ def _har_entries(stream: IO[bytes]) -> Iterator[tuple[Any, str | None]]:
             and event != "end_array"
         ):
             if event in _OPEN:
-                inside, builder, size = 1, ObjectBuilder(), 0
-                builder.event(event, value)
+                stack.append({} if event == "start_map" else [])
+                keys.append(None)
             else:
                 yield value, None  # a scalar entry: refused as "not a HAR request entry"
             continue
