@@ -134,3 +134,24 @@ def test_the_engine_refuses_unbounded_arguments_without_a_traceback(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_slow_rate_split_between_workers_still_runs(
+    cgroup: Cgroup, state: dict[str, Any]
+) -> None:
+    """1 byte/s over 4 workers is 0.25 byte/s each: the engine's own bounds must accept it."""
+    import time
+
+    from chaosmem.stress.actions import stop_allocation_stress
+    from chaosmem.stress.stopping import is_stressor
+
+    started = inject_allocation_stress(
+        target_of(cgroup), size="16Ki", growth_rate=1, workers=4, hold="1s", configuration=state
+    )
+    try:
+        time.sleep(1.0)
+        ids = [s["id"] for s in started["stressors"]]
+        alive = [is_stressor(pid, sid) for pid, sid in zip(started["pids"], ids, strict=True)]
+        assert alive == [True] * 4
+    finally:
+        stop_allocation_stress(target_of(cgroup), configuration=state)

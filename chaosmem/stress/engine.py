@@ -484,13 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     if (
         not 0 <= args.size < 1 << 63
         or not 0.0 <= args.fragmentation <= 1.0
-        or not (args.rate == 0 or 1.0 <= args.rate < 2.0**63)
+        or not (args.rate == 0 or 0.001 <= args.rate < 2.0**63)
         or not (args.hold < 0 or args.hold <= _MAX_SECONDS)
         or not 0.0 <= args.deadline <= _MAX_SECONDS
     ):
         print(
             "chaosmem-stress-engine: size within 0-2**63, fragmentation within 0-1, rate 0 or "
-            f"1-2**63 bytes/s, hold and deadline finite (at most {_MAX_SECONDS:g}s)",
+            f"0.001-2**63 bytes/s, hold and deadline finite (at most {_MAX_SECONDS:g}s)",
             file=sys.stderr,
         )
         return EXIT_USAGE
