@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chaosmem import __version__
-from chaosmem.errors import ChaosmemError
-from chaosmem.ledger import Ledger
+from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.ledger import LEDGER_FILE, Ledger
 from chaosmem.rollback import rollback
 from chaosmem.state import state_dir
 
@@ -42,7 +42,22 @@ def _sweep_root(args: argparse.Namespace) -> Path:
 
 def _rollback(args: argparse.Namespace) -> int:
     config = {"chaosmem_state_dir": args.state_dir} if args.state_dir else None
-    directory = state_dir(config)
+    # NB: a --state-dir must hold a ledger: a typo after a crash must not read as "nothing to
+    # roll back" (and create an empty folder) while the real one's limits stay tight.
+    directory = state_dir(config, create=not args.state_dir)
+    if args.state_dir and not directory.is_dir():
+        raise InvalidArgument(
+            "--state-dir",
+            str(directory),
+            "the state directory of a chaosmem run; no such directory",
+        )
+    if args.state_dir and not (directory / LEDGER_FILE).is_file():
+        raise InvalidArgument(
+            "--state-dir",
+            str(directory),
+            f"the state directory of a chaosmem run; it holds no {LEDGER_FILE}, so chaosmem "
+            "recorded no change there (is it the directory the run used?)",
+        )
     torn = Ledger(directory).read().torn
     steps = rollback(directory, run=args.run, dry_run=args.dry_run)
     code = 1 if any(not s.ok for s in steps) else 0

@@ -176,6 +176,18 @@ def before_experiment_control(
     secrets: Secrets = None,
     **arguments: Any,
 ) -> None:
+    """Start the run; a control that cannot start says why at error level and interrupts the run
+    (Chaos Toolkit logs a failing control only at debug level and would run on without it)."""
+    try:
+        _begin(context, configuration, arguments)
+    except InterruptExecution:
+        raise
+    except Exception as exc:
+        logger.error("chaosmem: the control could not start: %s", exc)
+        raise InterruptExecution(f"chaosmem control: {exc}") from None
+
+
+def _begin(context: Experiment, configuration: Configuration, arguments: dict[str, Any]) -> None:
     global _current
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     base = state_dir(configuration)

@@ -14,9 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def chaos_run(
-    directory: Path, name: str, experiment: dict[str, Any], env: dict[str, str] | None = None
+    directory: Path,
+    name: str,
+    experiment: dict[str, Any],
+    env: dict[str, str] | None = None,
+    extra: list[str] | None = None,
 ) -> tuple[int, Path]:
-    """``chaos run`` as CI would call it; returns its exit code and the journal path."""
+    """``chaos run`` as CI would call it (``extra``: more ``run`` options); returns its exit
+    code and the journal path."""
     directory.mkdir(parents=True, exist_ok=True)
     source = directory / f"{name}.json"
     source.write_text(json.dumps(experiment, indent=2))
@@ -34,6 +39,7 @@ def chaos_run(
             "--settings",
             str(directory / "none.yaml"),
             "run",
+            *(extra or []),
             "--journal-path",
             str(journal),
             str(source),

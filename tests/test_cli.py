@@ -24,8 +24,35 @@ def test_unknown_command_is_a_usage_error() -> None:
 def test_state_dir_that_cannot_exist() -> None:
     result = run("rollback", "--state-dir", "/proc/self/nope")
     assert result.returncode == 2
-    assert "argument 'chaosmem_state_dir': got '/proc/self/nope'" in result.stderr
+    assert "argument '--state-dir': got '/proc/self/nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_rollback_of_a_state_dir_that_is_not_there_fails(tmp_path: Path) -> None:
+    """A typo after a crash must not look like "nothing to roll back"."""
+    missing = tmp_path / "no" / "such" / "dir"
+    result = run("rollback", "--state-dir", str(missing))
+    assert result.returncode == 2, result.stdout
+    assert "no such directory" in result.stderr and "Traceback" not in result.stderr
+    assert not missing.exists()  # and it did not create it
+    result = run("rollback", "--state-dir", str(tmp_path))
+    assert result.returncode == 2, result.stdout
+    assert "holds no ledger.jsonl" in result.stderr
+    (tmp_path / "ledger.jsonl").write_text("")
+    result = run("rollback", "--state-dir", str(tmp_path))
+    assert result.returncode == 0 and "nothing to roll back" in result.stdout
+
+
+def test_replay_with_no_answer_exits_non_zero(tmp_path: Path) -> None:
+    from tests.traffic_fixtures import write_timed_gor
+    from tests.traffic_server import refused_url
+
+    capture = write_timed_gor(tmp_path / "t.gor", count=5, span_s=0.05)
+    result = run(
+        "replay", str(capture), "--target", refused_url(), "--state-dir", str(tmp_path / "s")
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no request got an answer" in result.stderr
 
 
 def test_an_entry_nobody_can_undo_is_reported_and_kept(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from chaosmem.report import build_report
 from chaosmem.targets.cgroup import Cgroup
 from tests.conftest import REPO, free_port
 
@@ -51,6 +52,44 @@ def test_local_oom_experiment_passes_and_cleans_up(tmp_path: Path) -> None:
     assert extension["oom_kills"] and extension["oom_kills"][0]["count"] == 1
     service_cgroup = Path(extension["restored"][-1]["target"]["path"])
     assert not service_cgroup.exists()  # the control stopped the service and removed its cgroup
+    # The report's figures are the kernel's: the peak it kept (at the 64Mi limit when it killed,
+    # not a 1 s sample), the kill drawn at the usage the kernel had then, and the victim.
+    [experiment_row] = build_report([tmp_path / "journal.json"])["experiments"]
+    [target] = experiment_row["timeline"]["targets"]
+    assert target["peak_from"] == "memory.max_usage_in_bytes (reset at run start)"
+    assert abs(target["peak_usage"] - (64 << 20)) <= 0.05 * (64 << 20)
+    assert target["limit_before"] == 256 << 20 and target["limit_min"] == 64 << 20
+    [kill] = target["oom_kills"]
+    assert abs(kill["usage"] - (64 << 20)) <= 0.05 * (64 << 20)
+    worker = (
+        json.loads(outputs["allocate-200Mi"]["body"])["worker"]
+        if isinstance(outputs["allocate-200Mi"]["body"], str)
+        else outputs["allocate-200Mi"]["body"]["worker"]
+    )
+    assert kill["victim_pid"] == worker
+    events = [r for r in experiment_row["method"] if r["kind"] == "event"]
+    assert any(f"pid {worker}" in e["name"] and "memory.stat: anon" in e["detail"] for e in events)
+
+
+def test_local_oom_experiment_fails_when_no_oom_kill_happens(tmp_path: Path) -> None:
+    """Its title claims an OOM kill: a 10Mi allocation fits under 64Mi, so the run must fail."""
+    port = str(free_port())
+    text = (REPO / "experiments" / "local-oom.json").read_text().replace("18931", port)
+    assert "mib=200" in text
+    experiment = tmp_path / "local-oom.json"
+    experiment.write_text(text.replace("mib=200", "mib=10"))
+    journal = tmp_path / "journal.json"
+    proc = run_chaos(experiment, journal, tmp_path / "state")
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode != 0, output
+    data = json.loads(journal.read_text())
+    assert data["deviated"] is True
+    after = {p["activity"]["name"]: p for p in data["steady_states"]["after"]["probes"]}
+    assert after["no-worker-escaped-the-oom-killer"]["tolerance_met"] is False
+    gate = subprocess.run(
+        [CHAOSMEM, "gate", str(journal)], capture_output=True, text=True, timeout=60
+    )
+    assert gate.returncode == 1 and "DEVIATED" in gate.stdout, gate.stdout
 
 
 def tight_experiment(tmp_path: Path, group: Cgroup) -> Path:

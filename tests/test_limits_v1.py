@@ -82,8 +82,10 @@ def test_below_usage_v1_refuses_with_ebusy_and_nothing_changes(
     )
     try:
         assert proc.stdout is not None and proc.stdout.read(2) == b"ok"
-        with pytest.raises(LimitBusy, match="limit is unchanged"):
+        with pytest.raises(LimitBusy, match="limit is unchanged") as refused:
             tighten_memory_limit(spec(cgroup), limit="32Mi", configuration=state)
+        # sizes a person reads, not raw bytes
+        assert "down to 32Mi (usage is " in str(refused.value) and "bytes" not in str(refused.value)
         assert cgroup.memory_limit() == 512 << 20
         assert proc.poll() is None  # nobody was killed
         read = Ledger(Path(state["chaosmem_state_dir"])).read()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +86,52 @@ def test_after_hypothesis_deviated_fails_the_gate(
     assert code == 1
     assert main(["gate", str(journal)]) == 1
     assert "DEVIATED" in capsys.readouterr().out
+
+
+def test_the_verdict_names_the_checks_that_ran(
+    journals: dict[str, tuple[int, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--hypothesis-strategy after-method-only: "before" never ran and the gate says so."""
+    met = json.loads(journals["met"][1].read_text())
+    code, journal = chaos_run(
+        tmp_path,
+        "after-only",
+        met["experiment"],
+        extra=["--hypothesis-strategy", "after-method-only"],
+    )
+    assert code == 0
+    assert main(["gate", str(journal)]) == 0
+    out = capsys.readouterr().out
+    assert "met after the method; it was not checked before the method" in out
+    assert "before and after" not in out
+    assert main(["gate", str(journals["met"][1])]) == 0
+    assert "met before and after the method" in capsys.readouterr().out
+
+
+def _forged(tmp_path: Path, name: str, journal: dict[str, Any]) -> Path:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(journal))
+    return path
+
+
+def test_the_gate_passes_only_a_journal_chaos_toolkit_could_write(
+    journals: dict[str, tuple[int, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = json.loads(journals["met"][1].read_text())
+    forged = {
+        "bare": {"experiment": {}, "status": "completed"},
+        "weird-status": {**real, "status": "weird"},
+        "run-not-a-list": {**real, "run": 5},
+        "extensions-not-a-list": {**real, "extensions": 5},
+        "deviated-a-string": {**real, "deviated": "no"},
+        "forged-run": {**real, "run": [{"status": "great"}]},
+        "no-check-ran": {**real, "steady_states": {"before": None, "after": None, "during": []}},
+    }
+    for name, journal in forged.items():
+        assert main(["gate", str(_forged(tmp_path, name, journal))]) == 1, name
+        out = capsys.readouterr()
+        assert "FAILED" in out.out and "Traceback" not in out.err, (name, out)
+    assert main(["gate", str(_forged(tmp_path, "real", real))]) == 0
 
 
 def test_junit_for_two_journals(journals: dict[str, tuple[int, Path]], tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_worker_dies_with_its_parent(tmp_path: Path, config: dict[str, Any]) -> 
             from chaosmem.traffic.actions import replay_traffic
             r = replay_traffic(capture={str(capture)!r}, target_url={server.url!r}, loop=True,
                                duration="120s", wait=False, configuration={config!r})
-            print(r["pid"], flush=True)
+            print(r["pid"], r["replay_id"], flush=True)
             time.sleep(120)
             """
         )
@@ -147,10 +147,11 @@ def test_worker_dies_with_its_parent(tmp_path: Path, config: dict[str, Any]) -> 
             stdout=subprocess.PIPE,
             cwd=Path(__file__).resolve().parents[1],
         )
-        worker = 0
+        worker, replay_id = 0, ""
         try:
             assert parent.stdout is not None
-            worker = int(parent.stdout.readline())
+            pid, replay_id = parent.stdout.readline().decode().split()
+            worker = int(pid)
             assert _alive(worker)
             parent.kill()  # SIGKILL: no cleanup code of the parent runs
             parent.wait(10)
@@ -161,7 +162,8 @@ def test_worker_dies_with_its_parent(tmp_path: Path, config: dict[str, Any]) -> 
                 parent.wait(10)
             if worker and _alive(worker):
                 os.kill(worker, signal.SIGKILL)
-    summary = replay_summary(configuration=config)
+    # Another process's replay: this one names it (probes never fall back to the latest).
+    summary = replay_summary(replay_id=replay_id, configuration=config)
     assert summary["state"] == "stopped"  # it got SIGTERM and still wrote its summary
 
 

@@ -24,13 +24,18 @@ def build_report(
     *,
     environ: Mapping[str, str] | None = None,
     redact_env: Iterable[str] = (),
+    crashed: Iterable[tuple[str, dict[str, Any]]] = (),
 ) -> dict[str, Any]:
-    """The context of a report over ``paths``; ``redact_env`` names environment variables whose
-    values are secrets the journals do not declare."""
+    """The context of a report over ``paths`` and ``crashed`` runs ((source, journal-shaped dict
+    from :func:`chaosmem.report.crashed.crashed_run_journal`)); ``redact_env`` names environment
+    variables whose values are secrets the journals do not declare."""
     env = os.environ if environ is None else environ
     extra = [env[name] for name in redact_env if env.get(name)]
     experiments = [
         experiment_context(load_journal(path), source=str(path), environ=env, redact_values=extra)
         for path in paths
+    ] + [
+        experiment_context(journal, source=source, environ=env, redact_values=extra)
+        for source, journal in crashed
     ]
     return report_context(experiments)

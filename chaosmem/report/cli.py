@@ -15,6 +15,7 @@ from typing import Any
 
 from chaosmem.errors import InvalidArgument
 from chaosmem.report import FORMATS, build_report, render
+from chaosmem.report.crashed import crashed_run_journal
 
 __all__ = ["register"]
 
@@ -38,6 +39,20 @@ def _journals(values: list[str]) -> list[Path]:
     if not values:
         raise InvalidArgument("JOURNAL", values, "at least one journal file")
     return [Path(v) for v in values]
+
+
+def _crashed(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """The run named by ``--run``/``--state-dir`` (a run that left no journal), if any."""
+    if args.run is None and args.state_dir is None:
+        return []
+    if args.state_dir is None:
+        raise InvalidArgument("--state-dir", None, "the state dir of the run given with --run")
+    state = Path(args.state_dir).expanduser().absolute()
+    if not state.is_dir():
+        raise InvalidArgument("--state-dir", str(state), "an existing chaosmem state directory")
+    journal = crashed_run_journal(state, None if args.run in (None, "latest") else args.run)
+    run = journal["extensions"][0]["run"]
+    return [(f"{state}/runs/{run}", journal)]
 
 
 def _format(args: argparse.Namespace) -> str:
@@ -70,9 +85,10 @@ def _write(path: Path, text: str, name: str) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    paths = _journals(args.journals)
+    crashed = _crashed(args)
+    paths = [Path(v) for v in args.journals] if crashed else _journals(args.journals)
     fmt = _format(args)
-    report = build_report(paths, redact_env=args.redact_env)
+    report = build_report(paths, redact_env=args.redact_env, crashed=crashed)
     for e in report["experiments"]:
         for warning in e["redaction_warnings"]:
             print(f"chaosmem report: {e['source']}: {warning}", file=sys.stderr)
@@ -80,7 +96,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.write(text)
         return 0
-    default = f"reports/{paths[0].stem if len(paths) == 1 else 'gameday'}{_EXTENSION[fmt]}"
+    names = [p.stem for p in paths] + [Path(source).name for source, _j in crashed]
+    default = f"reports/{names[0] if len(names) == 1 else 'gameday'}{_EXTENSION[fmt]}"
     target = Path(args.output or default)
     _write(target, text, "--output")
     print(target)
@@ -106,9 +123,12 @@ def _gate(args: argparse.Namespace) -> int:
     return 1 if failing else 0
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     parser.add_argument(
-        "journals", nargs="+", metavar="JOURNAL", help="journal files written by `chaos run`"
+        "journals",
+        nargs="+" if required else "*",
+        metavar="JOURNAL",
+        help="journal files written by `chaos run`",
     )
     parser.add_argument(
         "--redact-env",
@@ -125,9 +145,19 @@ def register(subparsers: Any) -> None:
     report = subparsers.add_parser(
         "report",
         help="render journals as an HTML, Markdown or JSON report",
-        description="Render one journal, or several as a game-day summary. Secrets are redacted.",
+        description="Render one journal, or several as a game-day summary. Secrets are redacted. "
+        "A run that left no journal (SIGKILLed) is rendered from its timeline and the ledger "
+        "with --state-dir DIR [--run RUN_ID], marked as interrupted.",
     )
-    _common(report)
+    _common(report, required=False)
+    report.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        help="a run of --state-dir that left no journal ('latest', the default, for the newest)",
+    )
+    report.add_argument(
+        "--state-dir", help="the state dir of the run to render from its timeline and ledger"
+    )
     report.add_argument(
         "-o", "--output", help="where to write it ('-' for stdout; default reports/NAME.html)"
     )

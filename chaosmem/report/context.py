@@ -8,21 +8,25 @@ The context is plain JSON-able data: ``--format json`` prints it as is.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from chaosmem.report.journal import as_dict, chaosmem_extension
+from chaosmem.report.journal import as_dict, as_list, chaosmem_extension
 from chaosmem.report.redact import redact, unknown_env_values
 from chaosmem.report.series import build_series, thin
 from chaosmem.report.verdict import SEVERITY, describe_tolerance, failure_message, judge, worst
 from chaosmem.timeline.sources import target_label
+from chaosmem.units import format_size
 
 __all__ = ["experiment_context", "report_context"]
 
 #: Longest probe output kept in a report; the journal has the rest.
 MAX_OUTPUT = 600
+#: Longest one-line summary of an output in a table; the full output is folded below it.
+SUMMARY = 120
 _ACTIVITY_MARKS = {"activity-start", "activity-end"}
 
 
@@ -81,6 +85,11 @@ def _activity(run: Mapping[str, Any], zero: float) -> dict[str, Any]:
     activity = as_dict(run.get("activity"))
     provider = as_dict(activity.get("provider"))
     start = _time(run.get("start"))
+    output = run.get("output")
+    text = _output(output)
+    summary = output.get("summary") if isinstance(output, Mapping) else None
+    if not isinstance(summary, str) or not summary.strip():
+        summary = text if text is None or len(text) <= SUMMARY else text[: SUMMARY - 1] + "…"
     return {
         "kind": "activity",
         "name": str(activity.get("name", "?")),
@@ -89,7 +98,8 @@ def _activity(run: Mapping[str, Any], zero: float) -> dict[str, Any]:
         "status": str(run.get("status", "?")),
         "offset": None if start is None else round(start - zero, 3),
         "duration": run.get("duration") if isinstance(run.get("duration"), int | float) else None,
-        "output": _output(run.get("output")),
+        "summary": summary.strip().splitlines()[0][:300] if summary else None,
+        "output": text,
         "error": failure_message(dict(run)) if run.get("status") == "failed" else None,
         "background": bool(activity.get("background")),
     }
@@ -99,7 +109,7 @@ def _state(state: Any, zero: float) -> dict[str, Any] | None:
     if not isinstance(state, Mapping):
         return None
     probes = []
-    for probe in state.get("probes") or []:
+    for probe in as_list(state.get("probes")):
         if isinstance(probe, Mapping):
             row = _activity(probe, zero)
             activity = as_dict(probe.get("activity"))
@@ -118,9 +128,29 @@ def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
         if not target and isinstance(cgroup, str):
             target = cgroup.rstrip("/").rsplit("/", 1)[-1]
         fields.pop("at", None)  # already the row's time
+        pid, command = fields.pop("victim_pid", None), fields.pop("victim_command", None)
+        victim = (
+            f"pid {pid}" + (f" ({command})" if isinstance(command, str) else "")
+            if isinstance(pid, int)
+            else "a process"
+        )
+        facts = _kill_facts(fields)
         if "count" in fields:
             fields["kills so far"] = fields.pop("count")
-        what = "the kernel OOM-killed a process" + (f" in {target}" if target else "")
+        what = f"the kernel OOM-killed {victim}" + (f" in {target}" if target else "")
+        detail = "; ".join(
+            [
+                *facts,
+                *(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in fields.items()),
+            ]
+        )
+        return {
+            "kind": "event",
+            "name": what,
+            "event": mark.get("event"),
+            "offset": mark.get("x"),
+            "detail": detail,
+        }
     else:
         what = str(mark.get("event"))
     detail = ", ".join(
@@ -133,6 +163,37 @@ def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
         "offset": mark.get("x"),
         "detail": detail,
     }
+
+
+def _size(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return format_size(float(value))
+
+
+def _kill_facts(fields: dict[str, Any]) -> list[str]:
+    """Usage and limit at the kill and the memory.stat breakdown, popped from ``fields``."""
+    facts: list[str] = []
+    usage, limit = _size(fields.pop("usage", None)), _size(fields.pop("limit", None))
+    source = fields.pop("source", None)
+    if usage:
+        facts.append(
+            f"usage {usage}"
+            + (f" of a {limit} limit" if limit else "")
+            + " at the kill"
+            + (f" ({source})" if isinstance(source, str) else "")
+        )
+    elif isinstance(source, str):
+        facts.append(f"details {source}")
+    rss = _size(fields.pop("victim_anon_rss", None))
+    if rss:
+        facts.append(f"victim's anon rss {rss}")
+    stat = fields.pop("stat", None)
+    if isinstance(stat, Mapping):
+        parts = [f"{k} {v}" for k, raw in stat.items() if (v := _size(raw))]
+        if parts:
+            facts.append("memory.stat: " + ", ".join(parts))
+    return facts
 
 
 def _restored(items: Iterable[Any]) -> list[dict[str, Any]]:
@@ -174,7 +235,14 @@ def experiment_context(
     extension = chaosmem_extension(clean)
     timeline = extension["timeline"]
     start, end = _time(clean.get("start")), _time(clean.get("end"))
-    first = next((float(r["t"]) for r in timeline if isinstance(r.get("t"), int | float)), None)
+    first = next(
+        (
+            float(r["t"])
+            for r in timeline
+            if type(r.get("t")) in (int, float) and 0 < r["t"] < 1e11  # NB: a unix time
+        ),
+        None,
+    )
     known = [x for x in (start, first) if x is not None]
     zero = min(known) if known else 0.0
     verdict = judge(clean)
@@ -184,7 +252,7 @@ def experiment_context(
         for name in unknown_env_values(as_dict(journal.get("experiment")), environ)
     ]
     series = thin(build_series(timeline, zero))
-    runs = [r for r in clean.get("run") or [] if isinstance(r, Mapping)]
+    runs = [r for r in as_list(clean.get("run")) if isinstance(r, Mapping)]
     method = [_activity(r, zero) for r in runs]
     events = [_event(m) for m in series["marks"] if m.get("event") not in _ACTIVITY_MARKS]
     timeline_rows = sorted(method + events, key=lambda r: (r["offset"] is None, r["offset"] or 0.0))
@@ -195,18 +263,19 @@ def experiment_context(
         p
         for s in (states.get("before"), states.get("after"))
         if isinstance(s, Mapping)
-        for p in s.get("probes") or []
+        for p in as_list(s.get("probes"))
         if isinstance(p, Mapping)
     ]
     return {
         "source": source,
         "title": str(experiment.get("title", "untitled experiment")),
         "description": str(experiment.get("description", "")),
-        "tags": [str(t) for t in experiment.get("tags") or []],
+        "tags": [str(t) for t in as_list(experiment.get("tags"))],
         "verdict": {
             "status": verdict.status,
             "reasons": verdict.reasons,
             "warnings": verdict.warnings + env_warnings,
+            "checks": verdict.checks,
         },
         "redaction_warnings": env_warnings,
         "chaos": {
@@ -230,20 +299,20 @@ def experiment_context(
                     "name": str(p.get("name", "?")),
                     "tolerance": describe_tolerance(p.get("tolerance")),
                 }
-                for p in hypothesis.get("probes") or []
+                for p in as_list(hypothesis.get("probes"))
                 if isinstance(p, Mapping)
             ],
             "before": _state(states.get("before"), zero),
             "after": _state(states.get("after"), zero),
             "during_deviations": sum(
                 1
-                for s in states.get("during") or []
+                for s in as_list(states.get("during"))
                 if isinstance(s, Mapping) and s.get("steady_state_met") is False
             ),
         },
         "method": timeline_rows,
         "rollbacks": [
-            _activity(r, zero) for r in clean.get("rollbacks") or [] if isinstance(r, Mapping)
+            _activity(r, zero) for r in as_list(clean.get("rollbacks")) if isinstance(r, Mapping)
         ],
         "restored": _restored(extension["restored"]),
         "autoscaling": _finds(runs, "autoscaling", zero) + _finds(all_probes, "autoscaling", zero),

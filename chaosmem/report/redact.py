@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from chaosmem.report.journal import Timeline
 from chaosmem.secrets import REDACTED, SENSITIVE_KEY
 
 __all__ = ["REDACTED", "redact", "secret_values", "unknown_env_values"]
@@ -194,7 +195,42 @@ def redact(
     return scrubbed
 
 
+def _text_scrubber(scrub: _Scrubber) -> Callable[[str], str]:
+    """Redaction of one timeline record's JSON text."""
+    escaped = (
+        re.compile(
+            "|".join(
+                re.escape(json.dumps(v)[1:-1]) for v in sorted(scrub.long, key=len, reverse=True)
+            )
+        )
+        if scrub.long
+        else None
+    )
+
+    def transform(text: str) -> str:
+        if escaped is not None:
+            text = escaped.sub(REDACTED, text)
+        if '"kind": "sample"' in text or '"kind":"sample"' in text:
+            return text
+        return json.dumps(scrub(json.loads(text)))
+
+    return transform
+
+
+def _time_of(record: Any) -> float:
+    """A record's time for sorting; records without a usable one (``t: null``) sort first."""
+    t = record.get("t") if isinstance(record, dict) else None
+    if isinstance(t, int | float) and not isinstance(t, bool) and -1e18 < t < 1e18:
+        return float(t)
+    return 0.0
+
+
 def _scrub_extension(scrub: _Scrubber, extension: Any) -> Any:
+    if isinstance(extension, dict) and isinstance(extension.get("timeline"), Timeline):
+        # NB: a streamed timeline is scrubbed as each record's text is read: a secret's JSON
+        # spelling is replaced in the text, and every key naming a credential in the record.
+        rest = scrub({k: v for k, v in extension.items() if k != "timeline"})
+        return {**rest, "timeline": extension["timeline"].with_transform(_text_scrubber(scrub))}
     if not isinstance(extension, dict) or not isinstance(extension.get("timeline"), list):
         return scrub(extension)
     timeline = extension["timeline"]
@@ -207,5 +243,5 @@ def _scrub_extension(scrub: _Scrubber, extension: Any) -> Any:
             )
         )
         samples = json.loads(escaped.sub(REDACTED, json.dumps(samples)))
-    merged = sorted(samples + others, key=lambda r: r.get("t", 0) if isinstance(r, dict) else 0)
+    merged = sorted(samples + others, key=_time_of)
     return {**scrub({k: v for k, v in extension.items() if k != "timeline"}), "timeline": merged}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from chaosmem.report.journal import as_dict
+from chaosmem.report.journal import as_dict, as_list
 from chaosmem.timeline.sources import target_label
 
 __all__ = ["MAX_POINTS", "build_series", "minmax", "steps", "thin"]
@@ -64,6 +64,77 @@ def _number(value: Any) -> float | None:
     return float(value) if kind is int or kind is float else None
 
 
+def _classes(status: Mapping[str, int]) -> dict[str, int]:
+    """Answers by class: {"2xx": n, "4xx": n, "5xx": n, ...}, classes seen only."""
+    classes: dict[str, int] = {}
+    for code, count in sorted(status.items()):
+        name = f"{code[0]}xx" if len(code) == 3 and code.isdigit() else "other"
+        classes[name] = classes.get(name, 0) + count
+    return classes
+
+
+def _finite(value: Any) -> float | None:
+    # NB: exact types and no call to math.isfinite: this runs a dozen times per sample.
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else None  # inf - inf and nan - nan are nan
+    if kind is int:
+        return float(value) if -_HUGE < value < _HUGE else None
+    return None
+
+
+_HUGE = 1 << 1000
+
+
+def _step_append(points: list[Point], x: float, y: float) -> None:
+    """Append to a step series keeping only the first and last point of each run of one value
+    (what :func:`steps` keeps): a ten-hour limit line is a handful of points, not 36,000."""
+    if len(points) >= 2 and points[-1][1] == y and points[-2][1] == y:
+        points[-1] = [x, y]
+    else:
+        points.append([x, y])
+
+
+def _count(value: Any) -> int:
+    """A count from a journal: a non-negative whole number below 2**53, else 0."""
+    kind = type(value)
+    if (kind is int or kind is float) and 0 <= value < 9e15:
+        return int(value)
+    return 0
+
+
+#: No memory size is larger (the kernel's own "no limit" is just under it); a bigger number in a
+#: journal is not a size, and is left out rather than drawn (or formatted) as one.
+MAX_BYTES = float(1 << 63)
+#: Ten years in seconds: a record further from the run's start is not of this run.
+MAX_SPAN = 3.2e8
+
+
+def _bytes(value: Any) -> float | None:
+    number = _finite(value)
+    return number if number is not None and 0 <= number <= MAX_BYTES else None
+
+
+def _kill(mark: Mapping[str, Any]) -> dict[str, Any]:
+    """An OOM-kill mark as the chart and tables show it: where, at what usage, who died."""
+    kill: dict[str, Any] = {"x": mark["x"], "counter": _number(mark.get("count"))}
+    if (usage := _bytes(mark.get("usage"))) is not None:
+        kill["usage"] = usage
+        kill["usage_from"] = str(mark.get("source") or "the kernel")
+    if (limit := _bytes(mark.get("limit"))) is not None:
+        kill["limit"] = limit
+    if type(mark.get("victim_pid")) is int:
+        kill["victim_pid"] = mark["victim_pid"]
+    if isinstance(mark.get("victim_command"), str):
+        kill["victim_command"] = mark["victim_command"][:64]
+    stat = mark.get("stat")
+    if isinstance(stat, Mapping):
+        kill["stat"] = {
+            str(k)[:32]: v for k, v in list(stat.items())[:16] if _finite(v) is not None
+        }
+    return kill
+
+
 def _mark_targets(mark: Mapping[str, Any]) -> set[str]:
     """The names an OOM-kill mark may go by: its target's label, or its cgroup's directory."""
     target = mark.get("target")
@@ -90,6 +161,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
     targets: dict[str, dict[str, Any]] = {}
     stress: list[Point] = []
     rps: list[Point] = []
+    class_rps: dict[str, list[Point]] = {}
     ratio: list[Point] = []
     replicas: dict[str, list[Point]] = {}
     go: dict[str, list[Point]] = {}
@@ -100,14 +172,18 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
     samples = 0
 
     for record in timeline:
-        t = _number(record.get("t"))
+        t = _finite(record.get("t"))
         if t is None:
             continue
         x = round(t - zero, 3)
+        if abs(x) > MAX_SPAN:  # NB: not a time of this run: a chart axis cannot hold it
+            continue
         kind = record.get("kind")
         if kind == "mark":
             # NB: an OOM watcher's mark carries the kernel event's own time in ``at``.
-            seen_at = _number(record.get("at")) if record.get("event") == "oom-kill" else None
+            seen_at = _finite(record.get("at")) if record.get("event") == "oom-kill" else None
+            if seen_at is not None and abs(seen_at - zero) > MAX_SPAN:
+                seen_at = None
             marks.append({**record, "x": round(seen_at - zero, 3) if seen_at is not None else x})
             continue
         if kind == "stats":
@@ -116,42 +192,54 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
         if kind != "sample":
             continue
         samples += 1
-        for row in record.get("targets") or []:
+        for row in as_list(record.get("targets")):
             if type(row) is not dict:
                 continue
             entry = targets.setdefault(
-                str(row.get("name", "?")), {"usage": [], "limit": [], "oom_counts": [], "errors": 0}
+                str(row.get("name", "?")),
+                {"usage": [], "limit": [], "oom_counts": [], "errors": 0, "peak": None},
             )
             if "error" in row:
                 entry["errors"] += 1
-            if (usage := _number(row.get("usage"))) is not None:
+            if (usage := _bytes(row.get("usage"))) is not None:
                 entry["usage"].append([x, usage])
-            if (limit := _number(row.get("limit"))) is not None:
-                entry["limit"].append([x, limit])
-            if (killed := _number(row.get("oom_kills"))) is not None:
-                entry["oom_counts"].append([x, killed])
+            if (limit := _bytes(row.get("limit"))) is not None:
+                _step_append(entry["limit"], x, limit)
+            if (killed := _finite(row.get("oom_kills"))) is not None:
+                _step_append(entry["oom_counts"], x, killed)
+            if (peak := _bytes(row.get("peak"))) is not None and (
+                entry["peak"] is None or peak > entry["peak"]
+            ):
+                entry["peak"] = peak
+                entry["peak_from"] = str(row.get("peak_from") or "the kernel")
         held = record.get("stress")
-        if type(held) is dict and (value := _number(held.get("bytes"))) is not None:
+        if type(held) is dict and (value := _bytes(held.get("bytes"))) is not None:
             stress.append([x, value])
         traffic = record.get("traffic")
-        if type(traffic) is dict and (seconds := _number(traffic.get("seconds"))):
-            completed = _number(traffic.get("completed")) or 0.0
+        if type(traffic) is dict and (seconds := _finite(traffic.get("seconds"))) and seconds > 0:
+            completed = float(_count(traffic.get("completed")))
             rps.append([x, completed / seconds])
             status = as_dict(traffic.get("status"))
-            answered = sum(int(n) for n in status.values())
+            answered = sum(_count(n) for n in status.values())
+            per_class = _classes({str(k): _count(n) for k, n in status.items()})
+            failed = sum(_count(n) for n in as_dict(traffic.get("errors")).values())
+            if failed:
+                per_class["no answer"] = failed
+            for name in set(class_rps) | set(per_class):
+                class_rps.setdefault(name, []).append([x, per_class.get(name, 0) / seconds])
             if answered:
-                ratio.append([x, int(status.get("503", 0)) / answered])
-            totals["sent"] += int(_number(traffic.get("sent")) or 0)
+                ratio.append([x, _count(status.get("503", 0)) / answered])
+            totals["sent"] += _count(traffic.get("sent"))
             totals["completed"] += int(completed)
             for name in ("status", "errors"):
                 bucket = traffic.get(name)
                 if isinstance(bucket, Mapping):
                     for code, count in bucket.items():
-                        totals[name][str(code)] = totals[name].get(str(code), 0) + int(count)
+                        totals[name][str(code)] = totals[name].get(str(code), 0) + _count(count)
             if (lag := _number(traffic.get("lag_p99_ms"))) is not None:
                 lag_p99.append(lag)
         for name, value in _replicas(record.get("replicas")).items():
-            replicas.setdefault(name, []).append([x, value])
+            _step_append(replicas.setdefault(name, []), x, value)
         memstats = record.get("go")
         if type(memstats) is dict:
             for name, raw in memstats.items():
@@ -168,16 +256,21 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             if i and point[1] > counts[i - 1][1]
         ]
         exact = [
-            {"x": m["x"], "counter": _number(m.get("count"))}
+            _kill(m)
             for m in oom_marks
             if len(targets) == 1 or name in _mark_targets(m) or not _mark_targets(m)
         ]
         kills = exact or derived
         for kill in kills:
-            # NB: drawn at the usage just before the kill: the sample after it shows the drop.
-            earlier = [p for p in entry["usage"] if p[0] < kill["x"]]
-            kill["usage"] = earlier[-1][1] if earlier else None
+            if kill.get("usage") is None:
+                # NB: without the kernel's report, the usage just before the kill: the sample
+                # after it shows the drop.
+                earlier = [p for p in entry["usage"] if p[0] < kill["x"]]
+                kill["usage"] = earlier[-1][1] if earlier else None
+                kill["usage_from"] = "the last sample before the kill"
         limits = [p[1] for p in entry["limit"]]
+        sampled_peak = max((p[1] for p in entry["usage"]), default=None)
+        kernel_peak = entry["peak"]
         target_rows.append(
             {
                 "name": name,
@@ -187,7 +280,12 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
                 "oom_kill_total": max(
                     int(counts[-1][1] - counts[0][1]) if counts else 0, len(exact)
                 ),
-                "peak_usage": max((p[1] for p in entry["usage"]), default=None),
+                "peak_usage": kernel_peak if kernel_peak is not None else sampled_peak,
+                "peak_from": entry.get("peak_from")
+                if kernel_peak is not None
+                else ("samples" if sampled_peak is not None else None),
+                "peak_sampled": kernel_peak is None,
+                "limit_before": entry["limit"][0][1] if entry["limit"] else None,
                 "limit_min": min(limits, default=None),
                 "limit_max": max(limits, default=None),
                 "unreadable_samples": entry["errors"],
@@ -200,6 +298,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             **totals,
             "peak_rps": max(p[1] for p in rps),
             "mean_rps": sum(p[1] for p in rps) / len(rps),
+            "classes": _classes(totals["status"]),
             "ratio_503": totals["status"].get("503", 0) / answered_total
             if answered_total
             else None,
@@ -212,6 +311,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
         "stress": stress,
         "stress_peak": max((p[1] for p in stress), default=None),
         "rps": rps,
+        "class_rps": dict(sorted(class_rps.items())),
         "ratio_503": ratio,
         "traffic": traffic_summary,
         "replicas": replicas,
@@ -234,6 +334,7 @@ def thin(series: dict[str, Any], max_points: int = MAX_POINTS) -> dict[str, Any]
         ],
         "stress": minmax(series["stress"], max_points),
         "rps": minmax(series["rps"], max_points),
+        "class_rps": {k: minmax(v, max_points) for k, v in series["class_rps"].items()},
         "ratio_503": minmax(series["ratio_503"], max_points),
         "replicas": {k: steps(v) for k, v in series["replicas"].items()},
         "go": {k: minmax(v, max_points) for k, v in series["go"].items()},

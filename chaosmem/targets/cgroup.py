@@ -182,6 +182,26 @@ class Cgroup:
         )
         return value or 0
 
+    def peak_usage(self) -> tuple[int, str] | None:
+        """The kernel's own peak usage and the file it came from: v1 ``max_usage_in_bytes``
+        (since :meth:`reset_peak`), v2 ``memory.peak`` where the kernel has it (5.19+, since the
+        cgroup was created); None where the kernel keeps no peak."""
+        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        try:
+            value = _read_int((self.path / name).read_text())
+        except FileNotFoundError:
+            if self.version == 2 and self.exists():
+                return None
+            raise ChaosmemError(f"{self.path}: cgroup is gone (no {name})") from None
+        return None if value is None else (value, name)
+
+    def reset_peak(self) -> bool:
+        """Start the kernel's peak afresh (v1); False where it cannot be reset (v2)."""
+        if self.version != 1:
+            return False
+        self._write("memory.max_usage_in_bytes", "0")
+        return True
+
     def oom_kill_count(self) -> int:
         """The kernel's count of OOM kills in this group (v2: including its descendants)."""
         text = self._read("memory.oom_control" if self.version == 1 else "memory.events")
@@ -260,9 +280,10 @@ class Cgroup:
                 self._write(name, text)
             except OSError as exc:
                 if exc.errno == errno.EBUSY:
+                    wanted = "no limit" if text == "-1" else format_size(int(text))
                     raise LimitBusy(
-                        f"{self.path}: cgroup v1 could not reclaim memory down to {text} bytes "
-                        f"(usage is {self.memory_usage()}); the limit is unchanged"
+                        f"{self.path}: cgroup v1 could not reclaim memory down to {wanted} "
+                        f"(usage is {format_size(self.memory_usage())}); the limit is unchanged"
                     ) from None
                 raise ChaosmemError(
                     f"{self.path}: writing {text} to {name} failed: {exc.strerror}"

@@ -6,6 +6,12 @@ notification can arrive a moment before the kill is counted (v1 notifies when th
 under OOM, before the victim is chosen), so on each wake-up the watcher re-reads the kernel's
 ``oom_kill`` counter until it moves, and records one event per kill. A slow re-read every
 ``fallback_interval`` catches anything a notification missed.
+
+Each event carries what the kernel knew at the kill when its log can be read
+(:mod:`chaosmem.targets.kmsg`): the kernel's own time of the kill, the cgroup's usage and limit
+then, its ``memory.stat`` breakdown, and the victim's pid and command. Without the log, the
+event says so (``"source": "sampled after the kill"``) and carries the cgroup's ``memory.stat``
+and the processes it still holds, read when the kill was seen.
 """
 
 from __future__ import annotations
@@ -24,25 +30,43 @@ from inotify_simple import INotify, flags
 
 from chaosmem.errors import ChaosmemError
 from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets.kmsg import KmsgReader, OomReport, breakdown
+from chaosmem.targets.mounts import find_mount
 
 __all__ = ["OomEvent", "OomWatcher"]
 
 _SETTLE = 0.2  # how long a wake-up waits for the counter to move (seconds)
+_REPORT_WAIT = 0.5  # how long a seen kill waits for the kernel's report in its log (seconds)
 
 
 @dataclass(frozen=True)
 class OomEvent:
-    """One kill: wall-clock and monotonic time it was seen, the counter after it, and the target
-    spec it belongs to (as the experiment named it: reports label kills with it, whatever the
-    backend; ``cgroup`` is the local path, empty for other backends)."""
+    """One kill: its time (the kernel's, when its log could be read; else when it was seen), in
+    wall-clock and monotonic seconds, the counter after it, the target spec it belongs to (as the
+    experiment named it: reports label kills with it, whatever the backend; ``cgroup`` is the
+    local path, empty for other backends), and ``detail`` (for a cgroup: see the module)."""
 
     at: float
     monotonic: float
     count: int
     cgroup: str
     target: dict[str, Any] = field(default_factory=dict)
-    #: Backend detail, e.g. ``{"pod": "shop/orders-a", "container": "orders"}`` for a pod.
+    #: Backend detail, e.g. ``{"pod": "shop/orders-a", "container": "orders"}`` for a pod; for a
+    #: cgroup what the kernel reported at the kill (see the module).
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def kernel_path(group: Cgroup) -> str | None:
+    """The cgroup's path as the kernel prints it (relative to its hierarchy's root)."""
+    mount = group.mount or find_mount(group.path)
+    if mount is None:
+        return None
+    try:
+        relative = group.path.relative_to(mount.mountpoint).as_posix()
+    except ValueError:
+        return None
+    joined = mount.root.rstrip("/") + ("" if relative == "." else "/" + relative)
+    return joined or "/"
 
 
 class OomWatcher:
@@ -65,6 +89,16 @@ class OomWatcher:
         self._stop_r, self._stop_w = os.pipe()
         self._thread: threading.Thread | None = None
         self._closers: list[Callable[[], None]] = []
+        self._kernel_path = kernel_path(group)
+        self._pids: set[int] = set()
+        self._earlier_pids: set[int] = set()
+        self._reports: list[OomReport] = []
+        self._kmsg: KmsgReader | None = None
+        try:
+            self._kmsg = KmsgReader()
+            self._closers.append(self._kmsg.close)
+        except OSError:
+            pass  # NB: no kernel log (not root, or a container without it): sampled details
 
     def __enter__(self) -> OomWatcher:
         return self.start()
@@ -141,6 +175,7 @@ class OomWatcher:
 
     def _check(self, *, settle: float) -> bool:
         """Record kills the counter shows; returns False once the cgroup is gone."""
+        self._remember_pids()
         deadline = time.monotonic() + settle
         while True:
             try:
@@ -151,10 +186,59 @@ class OomWatcher:
                 break
             time.sleep(0.001)
         now, mono = time.time(), time.monotonic()
-        for value in range(self._count + 1, count + 1):
-            event = OomEvent(now, mono, value, str(self.group.path), dict(self.spec))
+        new = range(self._count + 1, count + 1)
+        reports = self._kernel_reports(len(new)) if new else []
+        sampled = self._sampled() if len(reports) < len(new) else {}
+        for index, value in enumerate(new):
+            cgroup, spec = str(self.group.path), dict(self.spec)
+            if index < len(reports):
+                report = reports[index]
+                # NB: the kernel stamps its log with CLOCK_MONOTONIC, as time.monotonic() reads.
+                at_mono = report.monotonic
+                event = OomEvent(
+                    now - (mono - at_mono), at_mono, value, cgroup, spec, report.as_fields()
+                )
+            else:
+                event = OomEvent(now, mono, value, cgroup, spec, dict(sampled))
             self.events.append(event)
             if self.on_kill is not None:
                 self.on_kill(event)
         self._count = max(self._count, count)
         return True
+
+    def _kernel_reports(self, wanted: int) -> list[OomReport]:
+        """The kernel's reports of this cgroup's ``wanted`` newest kills (fewer if its log is
+        unreadable or they do not come within a moment: the counter moves just before the
+        kernel prints the victim)."""
+        if self._kmsg is None:
+            return []
+        deadline = time.monotonic() + _REPORT_WAIT
+        while True:
+            self._reports += [r for r in self._kmsg.read() if self._ours(r)]
+            if len(self._reports) >= wanted or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        taken, self._reports = self._reports[:wanted], self._reports[wanted:]
+        return taken
+
+    def _remember_pids(self) -> None:
+        """The group's processes now: on v1 the wake-up comes while the group is under OOM,
+        before the victim dies, so its pid is among them."""
+        with contextlib.suppress(ChaosmemError, OSError, ValueError):
+            current = set(self.group.pids())
+            self._pids, self._earlier_pids = current, self._pids
+
+    def _ours(self, report: OomReport) -> bool:
+        """Whether the kill is in this group; the kernel rate-limits the part of its report
+        that names the cgroup (about 10 per 5 s), so a report without it is ours when its
+        victim was one of the group's processes."""
+        if report.memcg is not None or report.task_memcg is not None:
+            return self._kernel_path is not None and report.in_cgroup(self._kernel_path)
+        return report.pid in self._pids or report.pid in self._earlier_pids
+
+    def _sampled(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"source": "sampled after the kill"}
+        with contextlib.suppress(ChaosmemError, OSError, ValueError):
+            fields["stat"] = breakdown(self.group.stat())
+            fields["limit"] = self.group.memory_limit()
+        return fields

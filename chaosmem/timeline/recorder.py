@@ -2,10 +2,13 @@
 
 Every record is a JSON object with a unix time ``t`` and a ``kind``:
 
-- ``{"kind": "sample", "t": …, "targets": [{"name", "limit", "usage", "oom_kills"}], "stress":
+- ``{"kind": "sample", "t": …, "targets": [{"name", "limit", "usage", "peak", "peak_from",
+  "oom_kills"}], "stress":
   {"bytes", "stressors"}, "traffic": {"seconds", "sent", "completed", "status", "errors",
   "lag_p99_ms"}}`` — keys only for sources that had something to say;
 - ``{"kind": "mark", "t": …, "event": "activity-start" | "activity-end" | "oom-kill" | …, …}``;
+  each of these three is followed by a sample at once, so the limit just before and after an
+  activity, and memory right after a kill, are recorded whatever the interval;
 - ``{"kind": "stats", "t": …, "samples": n, "cpu_seconds": s, "interval": i}`` — last, so a
   report can show what the recording cost.
 
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.ledger import current_run
 from chaosmem.state import open_private, private_dir, state_dir
 from chaosmem.timeline.sources import Resolver, Source, SourceSetup, build_sources
 
@@ -36,6 +40,8 @@ logger = logging.getLogger("chaostoolkit")
 TIMELINE_FILE = "timeline.jsonl"
 #: Below this the recorder itself would become the load being measured.
 MIN_INTERVAL = 0.05
+#: Marks followed by a sample at once.
+SAMPLED_EVENTS = frozenset({"activity-start", "activity-end", "oom-kill"})
 
 
 class Recorder:
@@ -81,6 +87,7 @@ class Recorder:
         self._sources: list[Source] = []
         self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._sampling = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._file: IO[str] | None = None
@@ -118,6 +125,7 @@ class Recorder:
                 state=state_dir(self.configuration),
                 started=time.time(),
                 resolve=self._resolve,
+                run=current_run(),
             )
             self._sources = build_sources(setup)
         self._sample()
@@ -134,6 +142,10 @@ class Recorder:
                 next_at = time.monotonic() + self.interval
 
     def _sample(self) -> None:
+        with self._sampling:
+            self._sample_locked()
+
+    def _sample_locked(self) -> None:
         cpu = time.thread_time()
         record: dict[str, Any] = {"t": time.time(), "kind": "sample"}
         for source in self._sources:
@@ -153,6 +165,8 @@ class Recorder:
             raise InvalidArgument("event", event, "a non-empty string")
         self._open()
         self._append({**fields, "t": time.time(), "kind": "mark", "event": event})
+        if event in SAMPLED_EVENTS and self._thread is not None:
+            self._sample()
 
     def stop(self) -> list[dict[str, Any]]:
         """Stop sampling (after one last sample) and return every record, oldest first."""

@@ -5,7 +5,8 @@ on every tick; ``None`` means "nothing to say this tick" and leaves the key out 
 Sources never raise into the recorder for the ordinary troubles of a live system (a target not
 started yet, a replay that has not written its first second): they say so in the value instead.
 
-Built in: ``targets`` (memory limit, usage and OOM kills of each target), ``stress`` (bytes the
+Built in: ``targets`` (memory limit, usage, the kernel's peak usage and OOM kills of each
+target), ``stress`` (bytes the
 stressors hold, from ``STATE/stress/*.json``) and ``traffic`` (replay req/s and status mix, from
 ``STATE/replays/<latest>/seconds.jsonl``). Later concerns add theirs with
 :func:`register_source` — e.g. ``go`` (Go MemStats) or ``replicas`` (autoscaling); the report
@@ -57,6 +58,8 @@ class SourceSetup:
     started: float
     resolve: Resolver | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The run id the control set: sources read only what this run produced.
+    run: str | None = None
 
 
 SourceFactory = Callable[[SourceSetup], Source | None]
@@ -118,12 +121,29 @@ class TargetsSource:
         self.configuration = setup.configuration
         self.resolve: Resolver = setup.resolve or resolve_target
         self.resolved: dict[int, MemoryTarget] = {}
+        self.peak_reset: dict[int, bool] = {}
         self.reported: set[str] = set()
 
     def _target(self, index: int) -> MemoryTarget:
         if index not in self.resolved:
-            self.resolved[index] = self.resolve(self.specs[index], self.configuration)
+            target = self.resolve(self.specs[index], self.configuration)
+            if index not in self.peak_reset:
+                # NB: once per run: the kernel's peak must describe this run, not the cgroup's past
+                reset = getattr(target, "reset_peak", None)
+                self.peak_reset[index] = bool(reset()) if callable(reset) else False
+            self.resolved[index] = target
         return self.resolved[index]
+
+    def _peak(self, index: int, target: MemoryTarget) -> dict[str, Any]:
+        read = getattr(target, "peak_usage", None)
+        found = read() if callable(read) else None
+        if found is None:
+            return {}
+        value, name = found
+        return {
+            "peak": value,
+            "peak_from": name + (" (reset at run start)" if self.peak_reset.get(index) else ""),
+        }
 
     def _note(self, row: dict[str, Any], key: str, exc: Exception) -> None:
         row[key] = f"{type(exc).__name__}: {exc}"
@@ -140,6 +160,7 @@ class TargetsSource:
                 target = self._target(index)
                 row["limit"] = target.memory_limit()
                 row["oom_kills"] = target.oom_kill_count()
+                row.update(self._peak(index, target))
             except Exception as exc:
                 self.resolved.pop(index, None)
                 target = None
@@ -165,7 +186,8 @@ def _targets(setup: SourceSetup) -> Source | None:
 
 
 class StressSource:
-    """Bytes every stressor holds now: the sum of ``"bytes"`` over ``STATE/stress/*.json``.
+    """Bytes this run's stressors hold now: the sum of ``"bytes"`` over ``STATE/stress/*.json``
+    whose ``"run"`` is this run's id (outside a run: those written since the recording started).
 
     A file torn mid-write or removed between listing and reading is skipped this tick.
     """
@@ -174,6 +196,8 @@ class StressSource:
 
     def __init__(self, setup: SourceSetup) -> None:
         self.directory = setup.state / "stress"
+        self.run = setup.run
+        self.since = setup.started - 1.0
 
     def sample(self) -> dict[str, int] | None:
         if not self.directory.is_dir():
@@ -181,8 +205,13 @@ class StressSource:
         total, count = 0, 0
         for path in sorted(self.directory.glob("*.json")):
             try:
-                held = json.loads(path.read_text(encoding="utf-8")).get("bytes")
+                if self.run is None and path.stat().st_mtime < self.since:
+                    continue
+                status = json.loads(path.read_text(encoding="utf-8"))
+                held = status.get("bytes")
             except (OSError, ValueError, AttributeError):
+                continue
+            if self.run is not None and status.get("run") != self.run:
                 continue
             if isinstance(held, int | float) and not isinstance(held, bool):
                 total += int(held)
@@ -201,23 +230,28 @@ _REPLAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 class TrafficSource:
     """The replay's seconds since the last tick, folded into one value.
 
-    ``STATE/replays/latest`` names the replay; its ``seconds.jsonl`` gains one line per second.
-    The file is read from where the last tick stopped (never re-read whole), lines older than the
-    run are ignored (a ``latest`` left by an earlier run), and a half-written last line waits for
-    the next tick.
+    ``STATE/runs/<run>/replay`` names this run's replay (outside a run: ``STATE/replays/latest``,
+    lines older than the recording ignored); its ``seconds.jsonl`` gains one line per second.
+    The file is read from where the last tick stopped (never re-read whole), and a half-written
+    last line waits for the next tick.
     """
 
     key = "traffic"
 
     def __init__(self, setup: SourceSetup) -> None:
         self.replays = setup.state / "replays"
+        self.pointer = (
+            setup.state / "runs" / setup.run / "replay"
+            if setup.run and _REPLAY_ID.fullmatch(setup.run) and ".." not in setup.run
+            else self.replays / "latest"
+        )
         self.since = setup.started - 1.0
         self.replay: str | None = None
         self.offset = 0
 
     def _latest(self) -> str | None:
         try:
-            text = (self.replays / "latest").read_text(encoding="utf-8").strip()
+            text = self.pointer.read_text(encoding="utf-8").strip()
         except OSError:
             return None
         return text if _REPLAY_ID.fullmatch(text) and text not in {".", ".."} else None

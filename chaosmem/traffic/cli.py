@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from chaosmem.errors import InvalidArgument
@@ -54,6 +55,13 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
         print(format_summary(summary, results=str(replay_dir(state, summary["replay_id"]))))
+    if not summary["completed"]:
+        print(
+            f"chaosmem replay: no request got an answer ({summary['sent']} sent, "
+            f"{summary['no_status']} without status): is {args.target} up?",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if summary["state"] == "done" else 1
 
 

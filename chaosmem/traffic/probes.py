@@ -1,7 +1,11 @@
-"""Chaos Toolkit probes over the latest replay of this state dir: status ratio and summary.
+"""Chaos Toolkit probes over this run's latest replay: status ratio and summary.
 
 They read ``STATE/replays/<id>/summary.json`` (see :mod:`chaosmem.traffic.results`), so they work
-the same for a replay that ran in this process, in a background worker, or from the CLI.
+the same for a replay that ran in this process or in a background worker. Which replay: the one
+named by ``replay_id``, else the latest replay of the current run (the chaosmem control sets the
+run id), else, outside a run, the latest one this process started. Never the state dir's latest
+replay whichever run wrote it: an earlier run's 0% of 503s must not pass this run's hypothesis,
+and a run without a replay gets an error that says so.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ This layout is a contract with the report/timeline code and with probes running 
 process than the replay (a background replay is a child process)::
 
     STATE/replays/latest                     the id of the latest replay (text, one line)
+    STATE/runs/<run>/replay                  the id of the latest replay of run <run> (the run
+                                             id the chaosmem control sets): what probes read
     STATE/replays/<id>/summary.json          the summary; rewritten atomically every second while
                                              the replay runs ("state": "running"), final at the end
                                              ("done", "stopped" or "failed")
@@ -24,6 +26,7 @@ A ``seconds.jsonl`` line counts what happened *during* that second (not running 
 from __future__ import annotations
 
 import json
+import re
 import struct
 import time
 import uuid
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
+from chaosmem.ledger import current_run
 from chaosmem.state import private_dir, read_private, replace_private
 from chaosmem.validate import check_name
 
@@ -40,6 +44,7 @@ __all__ = [
     "REQUEST_RECORD",
     "latest_id",
     "new_replay_id",
+    "own_replay_id",
     "read_requests",
     "read_seconds",
     "read_summary",
@@ -76,9 +81,57 @@ def write_json_atomic(path: Path, data: Any) -> None:
     replace_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+#: A run id becomes a directory name: nothing else is accepted as one.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: The latest replay this process started, by state dir (what probes read outside a run).
+_started_here: dict[Path, str] = {}
+
+
+def _run_pointer(state: Path, run: str) -> Path:
+    if not _RUN_ID.fullmatch(run) or ".." in run:
+        raise ChaosmemError(f"run id {run!r} (from $CHAOSMEM_RUN_ID) is not a valid run id")
+    return state / "runs" / run / "replay"
+
+
+def _write_pointer(path: Path, replay_id: str) -> None:
+    private_dir(path.parent)
+    replace_private(path, check_name(replay_id, name="replay_id") + "\n")
+
+
 def set_latest(state: Path, replay_id: str) -> None:
-    directory = private_dir(replays_dir(state))
-    replace_private(directory / "latest", check_name(replay_id, name="replay_id") + "\n")
+    """Make ``replay_id`` the latest replay of the state dir, of the current run (when the
+    control set one) and of this process."""
+    _write_pointer(replays_dir(state) / "latest", replay_id)
+    run = current_run()
+    if run:
+        _write_pointer(_run_pointer(state, run), replay_id)
+    _started_here[state] = replay_id
+
+
+def own_replay_id(state: Path, run: str | None = None) -> str:
+    """The latest replay of the current run, else (outside a run) the latest this process started.
+
+    Never the state dir's ``latest`` whichever run wrote it: a figure describes this run only.
+    """
+    run = run if run is not None else current_run()
+    if run:
+        try:
+            text = read_private(_run_pointer(state, run), limit=4096).strip()
+        except FileNotFoundError:
+            text = ""
+        if not text:
+            raise ChaosmemError(
+                f"no replay has run in this run ({run}, state dir {state}): start replay_traffic "
+                "earlier in the method, or pass replay_id"
+            )
+        return check_name(text, name=f"runs/{run}/replay")
+    if state not in _started_here:
+        raise ChaosmemError(
+            f"no replay has run in this process with state dir {state}, and there is no chaosmem "
+            "run to look in: run replay_traffic first, add the chaosmem control to the "
+            "experiment (its run id scopes the probes), or pass replay_id"
+        )
+    return _started_here[state]
 
 
 def latest_id(state: Path) -> str | None:
@@ -90,10 +143,8 @@ def latest_id(state: Path) -> str | None:
 
 
 def read_summary(state: Path, replay_id: str | None = None) -> dict[str, Any]:
-    """The summary of ``replay_id`` (default: the latest replay of this state dir)."""
-    rid = replay_id or latest_id(state)
-    if rid is None:
-        raise ChaosmemError(f"no replay has run with state dir {state}; run replay_traffic first")
+    """The summary of ``replay_id`` (default: this run's latest replay, see :func:`own_replay_id`)."""
+    rid = replay_id or own_replay_id(state)
     path = replay_dir(state, rid) / "summary.json"
     try:
         data: dict[str, Any] = json.loads(read_private(path))
