@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +52,8 @@ def _rollback(args: argparse.Namespace) -> int:
             str(directory),
             "the state directory of a chaosmem run; no such directory",
         )
-    if args.state_dir and not (directory / LEDGER_FILE).is_file():
+    # NB: lexists: a ledger that is a directory or a symlink gets the ledger's own clear error
+    if args.state_dir and not os.path.lexists(directory / LEDGER_FILE):
         raise InvalidArgument(
             "--state-dir",
             str(directory),

@@ -300,12 +300,19 @@ def test_replay_ids_that_are_not_names_are_refused(state: dict[str, Any], bad: s
         assert info.value.name == "replay_id"
 
 
-def test_a_forged_latest_pointer_is_refused(state: dict[str, Any]) -> None:
+def test_a_forged_replay_pointer_is_refused(state: dict[str, Any]) -> None:
+    """The run's replay pointer names a directory: a forged one must not lead outside."""
+    from chaosmem.ledger import set_current_run
+
     directory = state_dir(state)
-    (directory / "replays").mkdir(mode=0o700)
-    (directory / "replays" / "latest").write_text("../../x\n")
-    with pytest.raises(InvalidArgument, match="replays/latest"):
-        replay_summary(configuration=state)
+    (directory / "runs" / "r1").mkdir(parents=True, mode=0o700)
+    (directory / "runs" / "r1" / "replay").write_text("../../x\n")
+    set_current_run("r1")
+    try:
+        with pytest.raises(InvalidArgument, match="runs/r1/replay"):
+            replay_summary(configuration=state)
+    finally:
+        set_current_run(None)
 
 
 def test_sweep_ends_a_detached_stressor_the_ledger_lost(
