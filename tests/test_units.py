@@ -338,7 +338,8 @@ def test_units_does_not_import_kubernetes() -> None:
     import sys
 
     code = (
-        "import sys, chaosmem.limits.actions, chaosmem.stress.actions, chaosmem.cli; "
+        "import sys, chaosmem.limits.actions, chaosmem.limits.probes, chaosmem.stress.actions, "
+        "chaosmem.local.actions, chaosmem.traffic.actions, chaosmem.control, chaosmem.cli; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
