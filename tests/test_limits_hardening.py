@@ -264,3 +264,30 @@ def test_two_chaos_runs_b_bare_restore_leaves_a_tightened(
     a_run = json.loads((tmp_path / "a" / "a.journal.json").read_text())["run"]
     assert [r["output"] for r in a_run if r["activity"]["name"] == "limit-after-b"] == [64 << 20]
     assert cgroup.memory_limit() is None  # A's own control restored it at A's end
+
+
+def test_another_runs_limit_is_found_through_a_second_mount(
+    cgroup: Cgroup, state: dict[str, Any], tmp_path: Path, no_run: None
+) -> None:
+    """The same cgroup under another mountpoint of the hierarchy is still the same target."""
+    import subprocess
+
+    point = tmp_path / "memory-again"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "cgroup", "-o", "memory", "x", str(point)], check=True)
+    try:
+        again = point / cgroup.path.relative_to(cgroup.mount.mountpoint)  # type: ignore[union-attr]
+        set_current_run("run-A")
+        tighten_memory_limit(spec(cgroup), limit="64Mi", configuration=state)
+        set_current_run("run-B")
+        with pytest.raises(ChaosmemError, match="already tightened by run run-A"):
+            tighten_memory_limit(
+                {"type": "cgroup", "path": str(again)}, limit="32Mi", configuration=state
+            )
+        set_current_run("run-A")
+        assert restore_memory_limit({"type": "cgroup", "path": str(again)}, state)["count"] == 1
+        assert cgroup.memory_limit() is None
+    finally:
+        set_current_run(None)
+        restore_memory_limit(configuration=state)
+        subprocess.run(["umount", str(point)], check=True)

@@ -7,6 +7,7 @@ it leaves nothing changed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,11 +73,27 @@ def check_ceiling(target: MemoryTarget, requested: int, *, allow_above_host: boo
         )
 
 
+def same_target(recorded: Mapping[str, Any], target: MemoryTarget) -> bool:
+    """Whether a ledger entry's target is ``target``: the same spec, or (a cgroup reached through
+    another mount of its hierarchy) the same directory by device and inode."""
+    spec = target.spec
+    if dict(recorded) == spec:
+        return True
+    here, there = spec.get("path"), recorded.get("path")
+    if spec.get("type") != "cgroup" or recorded.get("type") != "cgroup" or not here or not there:
+        return False
+    try:
+        a, b = os.stat(here), os.stat(str(there))
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def held_by_other_run(ledger: Ledger, target: MemoryTarget) -> Entry | None:
     """An open limit entry on ``target`` that belongs to another run (or to no run), if any."""
     run = current_run()
     for entry in ledger.read().open():
-        if entry.kind in LIMIT_KINDS and entry.target == target.spec and entry.run != run:
+        if entry.kind in LIMIT_KINDS and entry.run != run and same_target(entry.target, target):
             return entry
     return None
 
@@ -164,5 +181,5 @@ def restore_limits(
     load_handlers()
     entries = [e for e in ledger.read().open(run=run) if e.kind in LIMIT_KINDS]
     if target is not None:
-        entries = [e for e in entries if e.target == target.spec]
+        entries = [e for e in entries if same_target(e.target, target)]
     return [{"target": e.target, "done": ledger.undo(e, configuration)} for e in reversed(entries)]
