@@ -164,6 +164,7 @@ def stop(name: str, *, directory: Path, grace: float) -> dict[str, Any]:
         kills = group.oom_kill_count()
     ended = _remove(entry, grace=grace)
     ledger.close(entry, "stopped")
+    (directory / "services" / f"{name}.json").unlink(missing_ok=True)  # nothing left to sweep
     return {"name": name, "stopped_pids": ended, "oom_kills": kills, "cgroup": entry.undo["path"]}
 
 
