@@ -5,10 +5,14 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES ?= chromium wrk nginx-light
+# The Go demo service (demo/orders) builds offline in GOPATH mode against Debian's Go packages.
+GO_PACKAGES := golang-go golang-github-prometheus-client-golang-dev
+DEB_PACKAGES ?= chromium wrk nginx-light prometheus $(GO_PACKAGES)
+ORDERS := demo/bin/orders
+ORDERS_SRC := $(wildcard demo/orders/*.go)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint bench clean
+.PHONY: setup deps demo test lint bench clean orders
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +31,17 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  rc=$$?; [ -n "$$blocked" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
+
+# The Go demo service; rebuilt only when its sources change. Go is installed when missing.
+orders: $(ORDERS)
+
+$(ORDERS): $(ORDERS_SRC)
+	@command -v go >/dev/null 2>&1 && [ -d /usr/share/gocode/src/github.com/prometheus/client_golang ] \
+	  || $(MAKE) --no-print-directory deps DEB_PACKAGES="$(GO_PACKAGES)"
+	mkdir -p demo/bin
+	cd demo/orders && GO111MODULE=off GOPATH=/usr/share/gocode CGO_ENABLED=0 \
+	  GOCACHE=$${GOCACHE:-$${HOME:-/tmp}/.cache/go-build} \
+	  go build -o ../bin/orders.tmp . && mv ../bin/orders.tmp ../bin/orders
 
 # The main job: a real experiment against the local backend (a real cgroup, a real OOM kill).
 demo: setup
@@ -50,4 +65,4 @@ bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml
+	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml demo/bin

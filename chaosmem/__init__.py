@@ -30,8 +30,11 @@ ACTIVITY_MODULES = (
     "chaosmem.limits.probes",
     "chaosmem.local.actions",
     "chaosmem.stress.actions",
+    "chaosmem.stress.probes",
     "chaosmem.traffic.actions",
     "chaosmem.traffic.probes",
+    "chaosmem.prometheus.probes",
+    "chaosmem.gomem.probes",
 )
 
 

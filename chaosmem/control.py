@@ -16,8 +16,10 @@ traffic, every ``interval``, plus each activity's start and end), watches each l
 cgroup for OOM kills with exact times, and stores all of it, with what it restored, in the
 journal under ``extensions`` (``{"name": "chaosmem", "timeline": [...], "restored": [...]}``).
 
-Arguments (``provider.arguments``): ``interval`` (default ``"1s"``) and ``services`` (fixtures,
-see :func:`_start_fixtures`).
+Arguments (``provider.arguments``): ``interval`` (default ``"1s"``), ``services`` (fixtures,
+see :func:`_start_fixtures`), ``go`` (a Go service's MemStats, gctrace and pprof evidence on the
+timeline, see :mod:`chaosmem.gomem.source`) and ``prometheus_queries`` (PromQL values on the
+timeline, see :mod:`chaosmem.prometheus.source`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 import chaosmem.autoscaling.sources  # noqa: F401  (registers the timeline's replicas source)
 from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.gomem.source import parse_go_argument
 from chaosmem.ledger import set_current_run
 from chaosmem.local.actions import start_service
+from chaosmem.prometheus.client import settings_from
+from chaosmem.prometheus.source import parse_queries
 from chaosmem.rollback import rollback
 from chaosmem.state import private_dir, state_dir
 from chaosmem.targets import TARGET_TYPES, OomWatch, resolve_target
@@ -179,7 +184,7 @@ def before_experiment_control(
     """Start the run; a control that cannot start says why at error level and interrupts the run
     (Chaos Toolkit logs a failing control only at debug level and would run on without it)."""
     try:
-        _begin(context, configuration, arguments)
+        _begin(context, configuration, secrets, arguments)
     except InterruptExecution:
         raise
     except Exception as exc:
@@ -187,8 +192,19 @@ def before_experiment_control(
         raise InterruptExecution(f"chaosmem control: {exc}") from None
 
 
-def _begin(context: Experiment, configuration: Configuration, arguments: dict[str, Any]) -> None:
+def _begin(
+    context: Experiment,
+    configuration: Configuration,
+    secrets: Secrets,
+    arguments: dict[str, Any],
+) -> None:
     global _current
+    try:
+        go_arg = arguments.get("go")
+        if parse_queries(arguments.get("prometheus_queries")):
+            settings_from(configuration, secrets)  # the server the queries need, checked now
+    except ChaosmemError as exc:
+        raise InterruptExecution(f"chaosmem control: {exc}") from None
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     base = state_dir(configuration)
     directory = private_dir(base / "runs" / run_id)
@@ -203,7 +219,16 @@ def _begin(context: Experiment, configuration: Configuration, arguments: dict[st
         interval=parse_duration(arguments.get("interval", "1s"), name="interval", minimum=0.05),
         targets=specs,
         configuration=config,
+        extra={
+            "go": go_arg,
+            "prometheus_queries": arguments.get("prometheus_queries"),
+            "secrets": secrets,
+        },
     )
+    try:
+        parse_go_argument(go_arg, specs)
+    except ChaosmemError as exc:
+        raise InterruptExecution(f"chaosmem control: {exc}") from None
     _current = _Run(run_id, base, directory, config, specs, recorder)
     recorder.start()
     _current.mark("experiment-start", title=context.get("title"))

@@ -60,6 +60,10 @@ COLOURS = {
     "no answer": ("#953800",),
     "other": ("#6e7781",),
     "ratio": ("#cf222e",),
+    "working set": ("#0969da", "#033d8b", "#80ccff"),
+    # Go's own view (HeapInuse, HeapIdle, HeapReleased, Sys, NextGC), drawn thin and dashed
+    "go": ("#1a7f37", "#bf8700", "#6e7781", "#8250df", "#953800"),
+    "prometheus": ("#953800", "#8250df", "#1a7f37"),
     "line": ("#1f6feb", "#1a7f37", "#8250df", "#bf8700", "#0a3069", "#953800", "#6e7781"),
 }
 
@@ -152,7 +156,7 @@ def time_span(series: dict[str, Any]) -> tuple[float, float] | None:
         xs += [k["x"] for k in row["oom_kills"] if isinstance(k.get("x"), int | float)]
     for name in ("stress", "rps", "ratio_503"):
         xs += [p[0] for p in series.get(name) or []]
-    for group in ("class_rps", "replicas", "go"):
+    for group in ("class_rps", "replicas", "go", "prometheus"):
         for points in (series.get(group) or {}).values():
             xs += [p[0] for p in points]
     finite = [x for x in xs if math.isfinite(x)]
@@ -189,6 +193,7 @@ def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = No
     tops = [p[1] for r in rows for p in r["usage"] + r["limit"]]
     tops += [p[1] for p in series["stress"]] + [k[1] * MIB for k in kills]
     tops += [r["peak_usage"] for r in rows if isinstance(r.get("peak_usage"), int | float)]
+    tops += [p[1] for points in series.get("go", {}).values() for p in points]
     finite = [t for t in tops if math.isfinite(t)]
     top = max(finite, default=0.0) / MIB
     limits = [p[1] / MIB for r in rows for p in r["limit"] if math.isfinite(p[1])]
@@ -207,6 +212,13 @@ def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = No
             colour("usage", index),
             stroke_style=_LINE,
         )
+        if row.get("working_set"):  # usage − inactive_file, what the kubelet evicts on
+            chart.add(
+                f"{row['name']} working set",
+                _scaled(row["working_set"], MIB),
+                colour("working set", index),
+                stroke_style={"width": 1.5},
+            )
         if row["limit"]:
             chart.add(
                 f"{row['name']} limit",
@@ -220,6 +232,14 @@ def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = No
             _scaled(series["stress"], MIB),
             colour("stress"),
             stroke_style={"width": 1.5, "dasharray": "2, 3"},
+        )
+    # NB: Go's own view on the same axis: the gap to the cgroup's usage is the article's point.
+    for index, (name, points) in enumerate(series.get("go", {}).items()):
+        chart.add(
+            f"Go {name}",
+            _scaled(points, MIB),
+            colour("go", index),
+            stroke_style={"width": 1, "dasharray": "4, 2"},
         )
     if kills:
         chart.add(
@@ -252,7 +272,9 @@ def traffic_chart(series: dict[str, Any], xrange: tuple[float, float] | None = N
 
 
 def ratio_chart(series: dict[str, Any], xrange: tuple[float, float] | None = None) -> str | None:
-    if not series["ratio_503"]:
+    # the service's own ratios (Prometheus queries named *_ratio), beside the replay's
+    queried = {k: v for k, v in series.get("prometheus", {}).items() if k.endswith("_ratio")}
+    if not series["ratio_503"] and not queried:
         return None
     chart = _Chart(
         "503 ratio: share of answered requests that got 503",
@@ -261,12 +283,20 @@ def ratio_chart(series: dict[str, Any], xrange: tuple[float, float] | None = Non
         xrange=xrange,
         yrange=(0.0, 100.0),
     )
-    chart.add(
-        "503s, % of answered",
-        [(p[0], p[1] * 100) for p in series["ratio_503"]],
-        colour("ratio"),
-        stroke_style=_LINE,
-    )
+    if series["ratio_503"]:
+        chart.add(
+            "503s, % of answered",
+            [(p[0], p[1] * 100) for p in series["ratio_503"]],
+            colour("ratio"),
+            stroke_style=_LINE,
+        )
+    for index, (name, points) in enumerate(queried.items()):
+        chart.add(
+            f"{name} (Prometheus), %",
+            [(p[0], p[1] * 100) for p in points],
+            colour("prometheus", index),
+            stroke_style={"width": 1.5, "dasharray": "4, 2"},
+        )
     return chart.render()
 
 

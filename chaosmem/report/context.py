@@ -222,6 +222,34 @@ def _finds(runs: Iterable[Mapping[str, Any]], word: str, zero: float) -> list[di
     return [row for r in runs if word in (row := _activity(r, zero))["provider"]]
 
 
+def _evidence(timeline: Iterable[Any], zero: float) -> list[dict[str, Any]]:
+    """The pprof captures the ``go`` timeline source kept before an OOM kill (see
+    :mod:`chaosmem.gomem.evidence`): when, why, goroutines, top allocation sites, files."""
+    rows: list[dict[str, Any]] = []
+    for record in timeline:
+        go = record.get("go") if isinstance(record, Mapping) else None
+        for item in (go.get("evidence") or []) if isinstance(go, Mapping) else []:
+            if not isinstance(item, Mapping):
+                continue
+            at = item.get("t")
+            raw_top = item.get("top")
+            top: list[Any] = raw_top if isinstance(raw_top, list) else []
+            rows.append(
+                {
+                    "offset": round(float(at) - zero, 3) if isinstance(at, int | float) else None,
+                    "reason": str(item.get("reason", "?")),
+                    "goroutines": item.get("goroutines"),
+                    "top": [dict(t) for t in top[:5] if isinstance(t, Mapping)],
+                    "heap_profile": item.get("heap_profile"),
+                    "goroutine_dump": item.get("goroutine_dump"),
+                    "errors": [
+                        str(item[k]) for k in ("heap_error", "goroutine_error") if item.get(k)
+                    ],
+                }
+            )
+    return rows
+
+
 def experiment_context(
     journal: Mapping[str, Any],
     *,
@@ -317,6 +345,7 @@ def experiment_context(
         "restored": _restored(extension["restored"]),
         "autoscaling": _finds(runs, "autoscaling", zero) + _finds(all_probes, "autoscaling", zero),
         "timeline": series,
+        "go_evidence": _evidence(timeline, zero),
     }
 
 

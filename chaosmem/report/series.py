@@ -25,7 +25,8 @@ __all__ = ["MAX_POINTS", "build_series", "minmax", "steps", "thin"]
 Point = list[float]
 #: Points per continuous chart line; ~2 per horizontal pixel of a 900-wide chart at most.
 MAX_POINTS = 600
-_GO_PREFERRED = ("HeapAlloc", "HeapInuse", "HeapSys", "Sys", "NextGC", "StackInuse")
+#: Go's view of its memory, drawn on the memory chart beside the cgroup's (the source article's gap).
+_GO_PREFERRED = ("HeapInuse", "HeapIdle", "HeapReleased", "Sys", "NextGC")
 
 
 def minmax(points: list[Point], max_points: int = MAX_POINTS) -> list[Point]:
@@ -165,6 +166,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
     ratio: list[Point] = []
     replicas: dict[str, list[Point]] = {}
     go: dict[str, list[Point]] = {}
+    prometheus: dict[str, list[Point]] = {}
     marks: list[dict[str, Any]] = []
     totals: dict[str, Any] = {"sent": 0, "completed": 0, "status": {}, "errors": {}}
     lag_p99: list[float] = []
@@ -197,12 +199,21 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
                 continue
             entry = targets.setdefault(
                 str(row.get("name", "?")),
-                {"usage": [], "limit": [], "oom_counts": [], "errors": 0, "peak": None},
+                {
+                    "usage": [],
+                    "limit": [],
+                    "working_set": [],
+                    "oom_counts": [],
+                    "errors": 0,
+                    "peak": None,
+                },
             )
             if "error" in row:
                 entry["errors"] += 1
             if (usage := _bytes(row.get("usage"))) is not None:
                 entry["usage"].append([x, usage])
+            if (working := _bytes(row.get("working_set"))) is not None:
+                entry["working_set"].append([x, working])
             if (limit := _bytes(row.get("limit"))) is not None:
                 _step_append(entry["limit"], x, limit)
             if (killed := _finite(row.get("oom_kills"))) is not None:
@@ -240,6 +251,11 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
                 lag_p99.append(lag)
         for name, value in _replicas(record.get("replicas")).items():
             _step_append(replicas.setdefault(name, []), x, value)
+        queried = record.get("prometheus")
+        if type(queried) is dict:
+            for name, raw in queried.items():
+                if (value := _finite(raw)) is not None:
+                    prometheus.setdefault(str(name), []).append([x, value])
         memstats = record.get("go")
         if type(memstats) is dict:
             for name, raw in memstats.items():
@@ -276,6 +292,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
                 "name": name,
                 "usage": entry["usage"],
                 "limit": entry["limit"],
+                "working_set": entry["working_set"],
                 "oom_kills": kills,
                 "oom_kill_total": max(
                     int(counts[-1][1] - counts[0][1]) if counts else 0, len(exact)
@@ -319,6 +336,7 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             name: [min(p[1] for p in pts), max(p[1] for p in pts)] for name, pts in replicas.items()
         },
         "go": {k: go[k] for k in go_keys},
+        "prometheus": prometheus,
         "marks": marks,
         "stats": stats,
     }
@@ -329,7 +347,12 @@ def thin(series: dict[str, Any], max_points: int = MAX_POINTS) -> dict[str, Any]
     return {
         **series,
         "targets": [
-            {**row, "usage": minmax(row["usage"], max_points), "limit": steps(row["limit"])}
+            {
+                **row,
+                "usage": minmax(row["usage"], max_points),
+                "limit": steps(row["limit"]),
+                "working_set": minmax(row.get("working_set", []), max_points),
+            }
             for row in series["targets"]
         ],
         "stress": minmax(series["stress"], max_points),
@@ -338,4 +361,5 @@ def thin(series: dict[str, Any], max_points: int = MAX_POINTS) -> dict[str, Any]
         "ratio_503": minmax(series["ratio_503"], max_points),
         "replicas": {k: steps(v) for k, v in series["replicas"].items()},
         "go": {k: minmax(v, max_points) for k, v in series["go"].items()},
+        "prometheus": {k: minmax(v, max_points) for k, v in series.get("prometheus", {}).items()},
     }

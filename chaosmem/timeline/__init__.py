@@ -20,3 +20,7 @@ __all__ = [
     "register_source",
     "target_label",
 ]
+
+# NB: imported for their register_source side effect: the Go and Prometheus timeline sources.
+from chaosmem.gomem import source as _go_source  # noqa: F401
+from chaosmem.prometheus import source as _prometheus_source  # noqa: F401

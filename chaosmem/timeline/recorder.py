@@ -48,7 +48,9 @@ class Recorder:
     """Samples ``targets`` every ``interval`` seconds into ``directory/timeline.jsonl``.
 
     ``sources`` replaces the registered sources (tests, benchmarks); ``resolve`` replaces
-    ``chaosmem.targets.resolve_target`` for the built-in targets source.
+    ``chaosmem.targets.resolve_target`` for the built-in targets source; ``extra`` reaches every
+    source factory as ``SourceSetup.extra`` (the control's arguments for the ``go`` and
+    ``prometheus`` sources, and the run's secrets), with ``run_dir`` added.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Recorder:
         configuration: dict[str, Any] | None,
         resolve: Resolver | None = None,
         sources: list[Source] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         if (
             isinstance(interval, bool)
@@ -84,6 +87,7 @@ class Recorder:
         self.targets = [dict(t) for t in targets]
         self._resolve = resolve
         self._given_sources = sources
+        self.extra = dict(extra or {})
         self._sources: list[Source] = []
         self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -126,6 +130,7 @@ class Recorder:
                 started=time.time(),
                 resolve=self._resolve,
                 run=current_run(),
+                extra={**self.extra, "run_dir": self.directory},
             )
             self._sources = build_sources(setup)
         self._sample()
@@ -174,6 +179,15 @@ class Recorder:
             self._stopping.set()
             self._thread.join()
             self._thread = None
+            for source in self._sources:
+                # NB: a source with work in flight (evidence captures) ends it here, so the
+                # last sample carries its results and nothing outlives the run.
+                closing = getattr(source, "close", None)
+                if closing is not None:
+                    try:
+                        closing()
+                    except Exception as exc:
+                        logger.warning("chaosmem timeline: closing %r: %s", source.key, exc)
             self._sample()
             self._append(
                 {

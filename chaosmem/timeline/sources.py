@@ -5,8 +5,8 @@ on every tick; ``None`` means "nothing to say this tick" and leaves the key out 
 Sources never raise into the recorder for the ordinary troubles of a live system (a target not
 started yet, a replay that has not written its first second): they say so in the value instead.
 
-Built in: ``targets`` (memory limit, usage, the kernel's peak usage and OOM kills of each
-target), ``stress`` (bytes the
+Built in: ``targets`` (memory limit, usage, working set, the kernel's peak usage and OOM kills
+of each target), ``stress`` (bytes the
 stressors hold, from ``STATE/stress/*.json``) and ``traffic`` (replay req/s and status mix, from
 ``STATE/replays/<latest>/seconds.jsonl``). Later concerns add theirs with
 :func:`register_source` — e.g. ``go`` (Go MemStats) or ``replicas`` (autoscaling); the report
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chaosmem.targets import MemoryTarget, resolve_target
+from chaosmem.targets.workingset import memory_breakdown
 
 __all__ = [
     "Resolver",
@@ -170,6 +171,13 @@ class TargetsSource:
                     row["usage"] = target.memory_usage()
                 except Exception as exc:  # NB: a cluster without metrics-server: the rest stands
                     self._note(row, "usage_error", exc)
+                else:
+                    try:  # the working set (usage − inactive_file), as the kubelet counts it
+                        breakdown = memory_breakdown(target, usage=row["usage"])
+                        if breakdown is not None:
+                            row["working_set"] = breakdown["working_set"]
+                    except Exception as exc:
+                        self._note(row, "working_set_error", exc)
             rows.append(row)
             per_pod = getattr(target, "per_pod", None)
             if per_pod is not None:  # a pod or deployment target: a row for each pod too
