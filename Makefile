@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) deps
 
+# make demo needs chaosmem, not the test tools: a full setup already counts.
+$(VENV)/.installed-demo: pyproject.toml
+	@if [ $(STAMP) -nt pyproject.toml ]; then touch $@; else \
+	  python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q -e . && touch $@; fi
+
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -43,15 +49,12 @@ $(ORDERS): $(ORDERS_SRC)
 	  GOCACHE=$${GOCACHE:-$${HOME:-/tmp}/.cache/go-build} \
 	  go build -o ../bin/orders.tmp . && mv ../bin/orders.tmp ../bin/orders
 
-# The main job: a real experiment against the local backend (a real cgroup, a real OOM kill).
-demo: setup
-	mkdir -p reports
-	CHAOSMEM_STATE_DIR=$(CURDIR)/.state $(VENV)/bin/chaos --no-log-file run \
-	  --journal-path reports/local-oom-journal.json experiments/local-oom.json
-	$(VENV)/bin/chaosmem report reports/local-oom-journal.json -o reports/local-oom.html
-	$(VENV)/bin/chaosmem report reports/local-oom-journal.json -o reports/local-oom.md
-	$(VENV)/bin/chaosmem gate reports/local-oom-journal.json --junit reports/local-oom-junit.xml
-	@echo "report: reports/local-oom.html"
+# The main job: a game day on the Go orders service (demo/run_demo.py says what it does). Installs
+# only what the demo needs; without Go or Prometheus it says so and runs experiments/local-oom.json.
+demo: $(VENV)/.installed-demo
+	-@$(MAKE) --no-print-directory deps DEB_PACKAGES="prometheus $(GO_PACKAGES)"
+	-@$(MAKE) --no-print-directory orders
+	$(PY) demo/run_demo.py
 
 test: setup
 	$(PY) -m pytest -q

@@ -35,6 +35,7 @@ ACTIVITY_MODULES = (
     "chaosmem.traffic.probes",
     "chaosmem.prometheus.probes",
     "chaosmem.gomem.probes",
+    "chaosmem.safeguards.probes",
 )
 
 

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "chaosmem.stress.cli",
     "chaosmem.traffic.cli",
     "chaosmem.report.cli",
+    "chaosmem.gameday.cli",
     "chaosmem.gomem.cli",
 )
 

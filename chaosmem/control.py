@@ -45,6 +45,7 @@ from chaosmem.local.actions import start_service
 from chaosmem.prometheus.client import settings_from
 from chaosmem.prometheus.source import parse_queries
 from chaosmem.rollback import rollback
+from chaosmem.safeguards.trip import holding_exits, tripped
 from chaosmem.state import private_dir, state_dir
 from chaosmem.targets import TARGET_TYPES, OomWatch, resolve_target
 from chaosmem.targets.oomwatch import OomEvent
@@ -300,11 +301,16 @@ def after_experiment_control(
     run, _current = _current, None
     if run is None:
         return
+    guard = tripped()  # chaostoolkit-addons' safeguard that stopped the run, if one did
     try:
-        run.mark(
-            "experiment-end", status=state.get("status") if isinstance(state, Mapping) else None
-        )
-        restored, timeline = run.finish()
+        with holding_exits():
+            if guard:
+                run.mark("safeguard", **guard)
+            run.mark(
+                "experiment-end",
+                status=state.get("status") if isinstance(state, Mapping) else None,
+            )
+            restored, timeline = run.finish()
     finally:
         set_current_run(None)
     if isinstance(state, dict):
@@ -318,6 +324,7 @@ def after_experiment_control(
                 "timeline": timeline,
                 "oom_kills": [m for m in marks if m["event"] == "oom-kill"],
                 "restored": restored,
+                "safeguard": guard,
             }
         )
 

@@ -27,6 +27,7 @@ HANDLER_MODULES = (
     *(module for backend in BACKENDS for module in backend.handler_modules),
     "chaosmem.stress.stopping",
     "chaosmem.traffic.background",
+    "chaosmem.traffic.kubejob",
 )
 _FAILED: dict[str, str] = {}
 

@@ -79,7 +79,9 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def open_private(path: Path, mode: str = "a", *, encoding: str | None = None) -> IO[Any]:
+def open_private(
+    path: Path, mode: str = "a", *, encoding: str | None = None, buffering: int = -1
+) -> IO[Any]:
     """Open a state file for writing: created 0600, never through a symlink (``O_NOFOLLOW``).
 
     ``mode`` is ``"a"``/``"w"`` (text, give ``encoding``) or ``"ab"``/``"wb"``.
@@ -94,7 +96,7 @@ def open_private(path: Path, mode: str = "a", *, encoding: str | None = None) ->
                 "(remove it)"
             ) from None
         raise
-    return os.fdopen(fd, mode, encoding=encoding)
+    return os.fdopen(fd, mode, buffering=buffering, encoding=encoding)
 
 
 def read_private(path: Path, *, limit: int = 64 << 20) -> str:

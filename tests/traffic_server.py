@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.command,
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
-                    body,
+                    body if srv.keep_bodies else b"",
                     time.time(),
                 )
             )
@@ -79,8 +79,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, mode: str, status_for: Callable[[int], int], delay: float) -> None:
+    def __init__(
+        self, mode: str, status_for: Callable[[int], int], delay: float, keep_bodies: bool = True
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.keep_bodies = keep_bodies
         self.mode = mode
         self.status_for = status_for
         self.delay = delay
@@ -91,9 +94,14 @@ class _Server(ThreadingHTTPServer):
 
 class RecordingServer:
     def __init__(
-        self, mode: str = "ok", status_for: Callable[[int], int] | None = None, delay: float = 0.0
+        self,
+        mode: str = "ok",
+        status_for: Callable[[int], int] | None = None,
+        delay: float = 0.0,
+        *,
+        keep_bodies: bool = True,
     ) -> None:
-        self._server = _Server(mode, status_for or (lambda _i: 200), delay)
+        self._server = _Server(mode, status_for or (lambda _i: 200), delay, keep_bodies)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

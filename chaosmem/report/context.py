@@ -222,6 +222,78 @@ def _finds(runs: Iterable[Mapping[str, Any]], word: str, zero: float) -> list[di
     return [row for r in runs if word in (row := _activity(r, zero))["provider"]]
 
 
+def _reaction_time(runs: Iterable[Mapping[str, Any]]) -> float | None:
+    """The longest autoscaling reaction time a probe of the run returned (seconds), if any."""
+    found: list[float] = []
+    for r in runs:
+        provider = as_dict(as_dict(r.get("activity")).get("provider"))
+        if "autoscaling" not in str(provider.get("module", "")) + str(provider.get("func", "")):
+            continue
+        output = r.get("output")
+        if isinstance(output, Mapping):
+            output = output.get("reaction_time", output.get("seconds"))
+        if isinstance(output, int | float) and not isinstance(output, bool) and output >= 0:
+            found.append(float(output))
+    return max(found, default=None)
+
+
+def _figures(series: Mapping[str, Any], runs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The headline numbers a game day's summary puts side by side."""
+    targets = series["targets"]
+    peaks = [t["peak_usage"] for t in targets if t["peak_usage"] is not None]
+    traffic = series["traffic"]
+    return {
+        "peak_memory": max(peaks, default=None),
+        "oom_kills": sum(t["oom_kill_total"] for t in targets) if targets else None,
+        "ratio_503": traffic["ratio_503"] if traffic else None,
+        "reaction_time": _reaction_time(runs),
+    }
+
+
+def _go_health(runs: Iterable[Mapping[str, Any]], zero: float) -> list[dict[str, Any]]:
+    """What ``chaosmem.gomem.probes.memory_health`` concluded, in words, with when."""
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        provider = as_dict(as_dict(r.get("activity")).get("provider"))
+        output = r.get("output")
+        if provider.get("func") != "memory_health" or not isinstance(output, Mapping):
+            continue
+        start = _time(r.get("start"))
+        rows.append(
+            {
+                "probe": str(as_dict(r.get("activity")).get("name", "?")),
+                "offset": None if start is None else round(start - zero, 3),
+                "pattern": str(output.get("pattern", "?")),
+                "score": output.get("score"),
+                "summary": str(output.get("summary", "")),
+            }
+        )
+    return rows
+
+
+def _safeguard(extension: Mapping[str, Any], zero: float) -> dict[str, Any] | None:
+    """Which safeguard stopped the run, when (seconds into it) and what its probe returned."""
+    guard = extension.get("safeguard")
+    if not isinstance(guard, Mapping):
+        return None
+    raw = guard.get("at")
+    at = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+    return {
+        "name": str(guard.get("name", "?")),
+        "offset": round(at - zero, 3) if at is not None else None,
+        "at": _iso(at),
+        "output": _output(guard.get("output")),
+    }
+
+
+def _guard_reason(guard: Mapping[str, Any] | None) -> list[str]:
+    if not guard:
+        return []
+    when = f" at +{guard['offset']:g}s ({guard['at']})" if guard["offset"] is not None else ""
+    got = f": its probe returned {guard['output']}" if guard["output"] is not None else ""
+    return [f"safeguard '{guard['name']}' stopped the run{when}{got}"]
+
+
 def _evidence(timeline: Iterable[Any], zero: float) -> list[dict[str, Any]]:
     """The pprof captures the ``go`` timeline source kept before an OOM kill (see
     :mod:`chaosmem.gomem.evidence`): when, why, goroutines, top allocation sites, files."""
@@ -301,7 +373,7 @@ def experiment_context(
         "tags": [str(t) for t in as_list(experiment.get("tags"))],
         "verdict": {
             "status": verdict.status,
-            "reasons": verdict.reasons,
+            "reasons": _guard_reason(_safeguard(extension, zero)) + verdict.reasons,
             "warnings": verdict.warnings + env_warnings,
             "checks": verdict.checks,
         },
@@ -344,6 +416,9 @@ def experiment_context(
         ],
         "restored": _restored(extension["restored"]),
         "autoscaling": _finds(runs, "autoscaling", zero) + _finds(all_probes, "autoscaling", zero),
+        "figures": _figures(series, runs + all_probes),
+        "go_health": _go_health(runs, zero),
+        "safeguard": _safeguard(extension, zero),
         "timeline": series,
         "go_evidence": _evidence(timeline, zero),
     }

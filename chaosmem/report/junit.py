@@ -78,6 +78,31 @@ def junit_context(report: dict[str, Any]) -> dict[str, Any]:
                 "cases": cases,
             }
         )
+    if report.get("not_run"):
+        cases = [
+            {
+                "classname": "runs without a journal",
+                "name": row["title"],
+                "time": 0.0,
+                "outcome": "skipped" if row["status"] == "not-run" else "error",
+                "message": f"{row['status']}: {row['reason']}",
+                "detail": row["reason"],
+            }
+            for row in report["not_run"]
+        ]
+        suites.append(
+            {
+                "name": "runs without a journal",
+                "file": "",
+                "timestamp": "",
+                "time": 0.0,
+                "tests": len(cases),
+                "failures": 0,
+                "errors": sum(c["outcome"] == "error" for c in cases),
+                "skipped": sum(c["outcome"] == "skipped" for c in cases),
+                "cases": cases,
+            }
+        )
     totals = {
         k: sum(s[k] for s in suites) for k in ("tests", "failures", "errors", "skipped", "time")
     }

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from chaoslib.types import Configuration, Secrets
 
+from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import Ledger, current_run
 from chaosmem.state import state_dir
 from chaosmem.traffic.background import LEDGER_KIND, start_background
@@ -55,6 +56,9 @@ def replay_traffic(
     path_pattern: str | None = None,
     allow_remote: bool = False,
     capture_format: str = "auto",
+    session_key: str | None = None,
+    workers: int | None = None,
+    scale: dict[str, Any] | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -67,12 +71,35 @@ def replay_traffic(
     and returns its id at once, so the experiment can tighten limits while traffic flows.
     Every request goes to ``target_url`` with its Host rewritten; a non-loopback target needs
     ``allow_remote=true``. ``loop`` repeats the capture and then needs ``duration``.
+
+    ``workers`` (default: the cores this process may use) splits the replay across that many
+    processes; ``session_key`` (a header such as ``"X-Session-Id"`` or ``"cookie:sid"``) keeps
+    each session's requests on one worker, one at a time, in recorded order (HAR's
+    ``connection`` is used when there is no key; without either, requests go round-robin).
+
+    ``scale`` (``{"namespace", "pods", "image", "capture_url"|"capture_configmap"|
+    "capture_pvc"}``) runs the replay as a Kubernetes Indexed Job of ``pods`` pods instead,
+    each replaying its shard (``capture`` then names the file in the ConfigMap or PVC;
+    ``concurrency`` is per pod); the pods' results merge into this replay's summary. It needs
+    ``wait=true``; the Job is on the ledger and deleted at the end or on rollback.
     """
+    if scale is not None:
+        return _replay_in_pods(
+            scale=scale, wait=wait, configuration=configuration,
+            arguments=dict(
+                capture=capture, target_url=target_url, speed=speed, rate=rate,
+                duration=duration, loop=loop, concurrency=concurrency, timeout=timeout,
+                headers=headers, remove_headers=remove_headers, methods=methods,
+                path_pattern=path_pattern, allow_remote=allow_remote,
+                capture_format=capture_format, session_key=session_key,
+            ),
+        )  # fmt: skip
     options = parse_options(
         capture=capture, target_url=target_url, speed=speed, rate=rate, duration=duration,
         loop=loop, concurrency=concurrency, timeout=timeout, headers=headers,
         remove_headers=remove_headers, methods=methods, path_pattern=path_pattern,
-        allow_remote=allow_remote, capture_format=capture_format,
+        allow_remote=allow_remote, capture_format=capture_format, session_key=session_key,
+        workers=workers,
     )  # fmt: skip
     background = not check_bool(wait, name="wait")
     state = state_dir(configuration)
@@ -85,10 +112,31 @@ def replay_traffic(
         )
         return started
     summary = _blocking(lambda: run_replay(options, state=state))
+    summary = {k: v for k, v in summary.items() if k != "histograms"}  # for files, not journals
     logger.info(
         "chaosmem: replay %s %s: %s sent, %s req/s, status %s, errors %s",
         summary["replay_id"], summary["state"], summary["sent"], summary["req_per_s"],
         summary["status"], {k: v for k, v in summary["errors"].items() if v},
+    )  # fmt: skip
+    return summary
+
+
+def _replay_in_pods(
+    *, scale: Any, wait: Any, configuration: Configuration, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    from chaosmem.traffic.kubejob import parse_scale, run_job
+
+    job = parse_scale(scale)
+    if not check_bool(wait, name="wait"):
+        raise InvalidArgument("wait", wait, "true when scale is given (a replay Job is waited for)")
+    options = parse_options(**arguments, workers=1, local_capture=False)
+    state = state_dir(configuration)
+    summary = run_job(options, job, state=state, configuration=configuration)
+    summary = {k: v for k, v in summary.items() if k != "histograms"}
+    logger.info(
+        "chaosmem: replay %s in %d pods %s: %s sent, status %s, errors %s",
+        summary["replay_id"], job.pods, summary["state"], summary["sent"], summary["status"],
+        {k: v for k, v in summary["errors"].items() if v},
     )  # fmt: skip
     return summary
 

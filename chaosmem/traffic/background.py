@@ -35,6 +35,7 @@ from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, register_undo
 from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir, replace_private
+from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.results import new_replay_id, replay_dir, set_latest, write_json_atomic
 
@@ -75,6 +76,9 @@ def _spawn(out: Path, secrets: dict[str, Any]) -> subprocess.Popen[bytes]:
 
 def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
     """Start a worker process for ``options``; returns once it runs (or raises why it did not)."""
+    # Compiled here (or found in the cache), so a bad capture fails the activity and the worker
+    # starts sending at once; it finds the same schedule in the cache.
+    compile_capture(options, cache=state / "cache" / "schedules")
     rid = new_replay_id()
     out = private_dir(replay_dir(state, rid))
     ledger = Ledger(state)

@@ -106,6 +106,8 @@ class CapturedRequest:
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     position: str
+    #: HAR's ``connection`` (the recorded client connection): keeps a session on one worker.
+    connection: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +450,9 @@ def read_har(stream: IO[bytes], name: str, stats: CaptureStats) -> Iterator[Capt
                 stats.bad(position, f"not a HAR request entry ({type(exc).__name__}: {exc})")
                 continue
             stats.requests += 1
-            yield CapturedRequest(at_ns, method, target, headers, body, position)
+            connection = entry.get("connection") if isinstance(entry, dict) else None
+            link = _text(connection)[:256] if isinstance(connection, str | int) else b""
+            yield CapturedRequest(at_ns, method, target, headers, body, position, link)
     except (ijson.JSONError, _TooDeep) as exc:
         # NB: a JSON syntax error leaves no way to find the next entry: the rest is lost, counted.
         stats.records += 1

@@ -48,9 +48,12 @@ def _run(args: argparse.Namespace) -> int:
         path_pattern=args.path_pattern,
         allow_remote=args.allow_remote,
         capture_format=args.format,
+        session_key=args.session_key,
+        workers=args.workers,
     )
     state = state_dir({"chaosmem_state_dir": args.state_dir} if args.state_dir else None)
     summary = run_replay(options, state=state, progress=not args.json)
+    summary.pop("histograms", None)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -128,6 +131,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--path-pattern", metavar="REGEX", help="only requests whose path matches")
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow a target outside loopback"
+    )
+    parser.add_argument(
+        "--workers", metavar="N", help="worker processes (default: the cores available)"
+    )
+    parser.add_argument(
+        "--session-key",
+        metavar="KEY",
+        help="header (X-Session-Id) or cookie:NAME whose requests stay on one worker, in order",
     )
     parser.add_argument("--format", default="auto", choices=("auto", "gor", "har", "jsonl"))
     parser.add_argument("--state-dir", help="the state directory (default: $CHAOSMEM_STATE_DIR)")

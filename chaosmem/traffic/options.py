@@ -7,22 +7,31 @@ half-started load test. Each refusal is an :class:`InvalidArgument` naming the a
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from chaosmem.errors import InvalidArgument
 from chaosmem.secrets import redact_headers, redact_url
 from chaosmem.traffic.capture import FORMATS, expand_capture
-from chaosmem.units import parse_duration
 from chaosmem.validate import check_bool, check_choice, check_int, check_url
 
-__all__ = ["DEFAULT_CONCURRENCY", "ReplayOptions", "parse_options"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "ReplayOptions",
+    "auto_workers",
+    "available_cores",
+    "parse_options",
+]
 
 DEFAULT_CONCURRENCY = 64
 MAX_CONCURRENCY = 20_000
+MAX_WORKERS = 256
+SESSION_KEY_EXPECTED = "a header name such as 'X-Session-Id', or 'cookie:NAME' such as 'cookie:sid'"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Hop-by-hop headers are about the recorded connection, not the request: a recorded
 #: ``Connection: close`` would defeat keep-alive, ``Expect: 100-continue`` would stall.
@@ -60,6 +69,9 @@ class ReplayOptions:
     methods: tuple[str, ...] | None
     path_pattern: str | None
     allow_remote: bool
+    session_key: str | None = None
+    #: worker processes; None: :func:`auto_workers` once the schedule's size is known
+    workers: int | None = None
 
     @property
     def host_header(self) -> str:
@@ -90,6 +102,19 @@ class ReplayOptions:
         spec = self.to_spec()
         public = self.public_spec()
         return {k: spec[k] for k in ("headers", "target_url") if spec[k] != public[k]}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], **changes: Any) -> ReplayOptions:
+        """Back from :meth:`to_spec` without checking again: only for a spec this process's
+        parent wrote after :func:`parse_options` passed (a worker's ``spec.json``)."""
+        fields = dict(spec)
+        fields["files"] = tuple(fields.pop("capture"))
+        fields["set_headers"] = tuple((str(k), str(v)) for k, v in fields.pop("headers").items())
+        fields["remove_headers"] = tuple(fields["remove_headers"])
+        if fields.get("methods") is not None:
+            fields["methods"] = tuple(fields["methods"])
+        fields.update(changes)
+        return cls(**fields)
 
 
 def _positive(value: object, *, name: str, expected: str, suffix: str = "") -> float:
@@ -137,6 +162,102 @@ def _str_list(value: object, *, name: str) -> list[object]:
     raise InvalidArgument(name, value, "a string or a list of strings")
 
 
+def _cgroup_quota_cores() -> float | None:
+    """The CPU quota of this process's cgroup, in cores (v2 ``cpu.max``, v1 CFS quota)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _hier, controllers, path = line.split(":", 2)
+        if controllers == "":
+            files = [Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max"]
+        elif "cpu" in controllers.split(","):
+            base = Path("/sys/fs/cgroup") / controllers / path.lstrip("/")
+            files = [base / "cpu.cfs_quota_us", base / "cpu.cfs_period_us"]
+        else:
+            continue
+        try:
+            if files[0].name == "cpu.max":
+                quota_text, period_text = files[0].read_text(encoding="utf-8").split()[:2]
+            else:
+                quota_text = files[0].read_text(encoding="utf-8").strip()
+                period_text = files[1].read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            continue
+        if quota_text in {"max", "-1"}:
+            continue
+        try:
+            quota, period = int(quota_text), int(period_text)
+        except ValueError:
+            continue
+        if quota > 0 and period > 0:
+            return quota / period
+    return None
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - Linux has it
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota_cores()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return max(1, cores)
+
+
+#: Requests per worker below which another worker process costs more (its start-up, about a
+#: tenth of a second of CPU) than it saves.
+REQUESTS_PER_WORKER = 5000
+
+
+def auto_workers(options: ReplayOptions, requests: int) -> int:
+    """How many worker processes replay ``requests`` requests: ``options.workers`` when given,
+    else the cores available (:func:`available_cores`) for a schedule big enough to share, and
+    never more workers than requests or connections."""
+    if options.workers is not None:
+        wanted = options.workers
+    else:
+        work = requests if not options.loop else max(requests, REQUESTS_PER_WORKER * 1024)
+        wanted = min(available_cores(), max(1, work // REQUESTS_PER_WORKER))
+    return max(1, min(wanted, requests, options.concurrency))
+
+
+def _pod_paths(capture: object) -> list[str]:
+    items = list(capture) if isinstance(capture, list | tuple) else [capture]
+    expected = "capture file paths relative to the pods' capture volume, such as 'orders.gor'"
+    if not items:
+        raise InvalidArgument("capture", capture, expected)
+    for item in items:
+        if (
+            not isinstance(item, str)
+            or not item.strip()
+            or item.startswith("/")
+            or ".." in Path(item).parts
+            or any(c in item for c in "\0\r\n")
+            or len(item) > 1024
+        ):
+            raise InvalidArgument("capture", item, expected)
+    return [str(i) for i in items]
+
+
+def _session_key(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument("session_key", value, SESSION_KEY_EXPECTED)
+    kind, sep, name = value.partition(":")
+    if sep and kind.strip().lower() == "cookie":
+        if not _TOKEN.fullmatch(name.strip()):
+            raise InvalidArgument("session_key", value, SESSION_KEY_EXPECTED)
+        return "cookie:" + name.strip()
+    if not _TOKEN.fullmatch(value):
+        raise InvalidArgument("session_key", value, SESSION_KEY_EXPECTED)
+    return value
+
+
 def parse_options(
     *,
     capture: object,
@@ -153,12 +274,25 @@ def parse_options(
     path_pattern: object = None,
     allow_remote: object = False,
     capture_format: object = "auto",
+    session_key: object = None,
+    workers: object = None,
+    local_capture: bool = True,
 ) -> ReplayOptions:
-    """Check every argument; ``rate`` (req/s) replaces the recorded timing when given."""
+    """Check every argument; ``rate`` (req/s) replaces the recorded timing when given.
+
+    ``workers`` is capped by ``concurrency`` (each worker needs a connection of its own); left
+    out, :func:`auto_workers` picks it once the capture is compiled. ``local_capture=False``
+    (a replay in pods) takes ``capture`` as paths inside the pods' capture volume: relative,
+    without ``..``, not checked here.
+    """
+    # NB: imported here: chaosmem.units imports the kubernetes client (its quantity parser),
+    # which a worker process re-reading its spec (ReplayOptions.from_spec) does not need
+    from chaosmem.units import parse_duration
+
     remote = check_bool(allow_remote, name="allow_remote")
     url = check_url(target_url, name="target_url", allow_remote=remote)
     fmt = check_choice(capture_format, name="capture_format", choices=FORMATS)
-    files = expand_capture(capture, name="capture")
+    files = expand_capture(capture, name="capture") if local_capture else _pod_paths(capture)
     speed_value = _positive(
         speed, name="speed", expected="a number above 0 such as 1, 10 or 0.5", suffix="x"
     )
@@ -213,6 +347,11 @@ def parse_options(
                 "path_pattern", path_pattern, f"a valid regular expression ({exc})"
             ) from None
         pattern = path_pattern
+    key = _session_key(session_key)
+    worker_count = None
+    if workers is not None:
+        worker_count = check_int(workers, name="workers", minimum=1, maximum=MAX_WORKERS)
+        worker_count = min(worker_count, conc)
     return ReplayOptions(
         files=tuple(files),
         capture_format=fmt,
@@ -228,4 +367,6 @@ def parse_options(
         methods=method_list,
         path_pattern=pattern,
         allow_remote=remote,
+        session_key=key,
+        workers=worker_count,
     )

@@ -48,11 +48,13 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from chaosmem.ledger import current_run
 from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir
 from chaosmem.traffic.capture import CaptureStats
+from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.histogram import Histogram
-from chaosmem.traffic.options import ReplayOptions
+from chaosmem.traffic.options import ReplayOptions, auto_workers
 from chaosmem.traffic.results import (
     ERROR_CODES,
     REQUEST_RECORD,
@@ -63,7 +65,7 @@ from chaosmem.traffic.results import (
 )
 from chaosmem.traffic.schedule import Item, Schedule
 
-__all__ = ["Replayer", "run_replay"]
+__all__ = ["Replayer", "run_engine", "run_replay", "schedule_cache"]
 
 _PACK = REQUEST_RECORD.pack
 _TIMEOUT = ERROR_CODES["timeout"]
@@ -74,17 +76,14 @@ _CANCELLED = ERROR_CODES["cancelled"]
 _ERROR_NAME = {code: name for name, code in ERROR_CODES.items()}
 
 
-def _now() -> float:
-    return time.perf_counter()
+_now = time.perf_counter
 
 
 class _Conn(asyncio.Protocol):
     """One keep-alive connection carrying at most one request at a time."""
 
     __slots__ = (
-        "_status_of_head",
         "dead",
-        "deadline",
         "dial",
         "engine",
         "got",
@@ -102,19 +101,16 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.item: Item | None = None
         self.sent_at = 0.0
-        self.deadline = 0.0
         self.got = False
         self.headers_done = False
         self.reused = False
         self.dead = False
         self.dial: asyncio.Task[Any] | None = None
-        self._status_of_head = 0
 
     # -- engine side
     def send(self, item: Item, now: float) -> None:
         self.item = item
         self.sent_at = now
-        self.deadline = now + self.engine.timeout
         self.got = False
         self.headers_done = False
         if self.transport is not None:
@@ -144,12 +140,12 @@ class _Conn(asyncio.Protocol):
         if self.headers_done and self.item is not None and self.item.head:
             # NB: httptools cannot be told a response answers HEAD and would wait for the body
             # its Content-Length announces; the headers are the whole response.
+            status = self.parser.get_status_code()
             self.parser = httptools.HttpResponseParser(self)
-            self.engine.completed(self, self._status_of_head, True)
+            self.engine.completed(self, status, True)
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
-        self._status_of_head = self.parser.get_status_code()
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -184,16 +180,20 @@ class Replayer:
         *,
         replay_id: str,
         out_dir: Path | None,
-        schedule: Schedule | None = None,
+        schedule: Schedule,
         progress: IO[str] | None = None,
+        start_at: float | None = None,
+        detail: bool = False,
     ) -> None:
         self.options = options
         self.replay_id = replay_id
         self.out_dir = out_dir
-        self.stats = CaptureStats()
-        self.schedule = schedule or Schedule(options, self.stats)
-        if schedule is not None:
-            self.stats = schedule.stats
+        self.schedule = schedule
+        self.stats: CaptureStats = schedule.stats
+        #: the unix time the schedule's clock starts (shared by every shard); None: at run()
+        self.start_at = start_at
+        #: a shard's outputs keep their lag buckets per second, so that seconds can merge
+        self.detail = detail
         self.timeout = options.timeout
         self.progress = progress
         parts = urlsplit(options.target_url)
@@ -203,7 +203,11 @@ class Replayer:
         self._items = iter(self.schedule)
         self._next: Item | None = None
         self._exhausted = False
-        self._retry: deque[Item] = deque()
+        #: items that go before the schedule's next: retries, and requests released when the
+        #: previous request of their session ended
+        self._ready: deque[Item] = deque()
+        #: sessions with a request in flight (or in ``_ready``) -> their requests waiting behind
+        self._busy: dict[int, deque[Item] | None] = {}
         self._idle: list[_Conn] = []
         self._conns: set[_Conn] = set()
         self._inflight = 0
@@ -222,7 +226,6 @@ class Replayer:
         self._retried = 0
         self._unsent_due = 0  # due before `duration` ended, never sent (back-pressure)
         self._buf = bytearray()
-        self._last_done = 0.0
         self._files: dict[str, IO[Any]] = {}
 
     # -- public -----------------------------------------------------------------------------
@@ -236,17 +239,22 @@ class Replayer:
                 self.out_dir / "seconds.jsonl", "a", encoding="utf-8"
             )
             self._files["requests"] = open_private(self.out_dir / "requests.bin", "ab")
-        self.started_at = time.time()
-        self._t0 = _now()
-        self._last_done = self._t0
+        self._cpu0 = time.process_time()
+        wall, now = time.time(), _now()
+        if self.start_at is None:
+            self.started_at, self._t0 = wall, now
+        else:
+            # One clock for every shard: the agreed unix start time, on this process's timer.
+            self.started_at, self._t0 = self.start_at, now + (self.start_at - wall)
         duration = self.options.duration
         self._cap_at = self._t0 + duration if duration is not None else float("inf")
         sweep = min(0.1, max(self.timeout / 4, 0.01))
         self._sweeper = self._loop.call_later(sweep, self._sweep, sweep)
-        self._ticker = self._loop.call_later(1.0, self._tick)
+        self._ticker = self._loop.call_later(max(self._t0 + 1.0 - now, 0.0), self._tick)
         if duration is not None:
             # The replay's own hard end: in-flight requests have had their timeout by then.
-            self._hard = self._loop.call_later(duration + self.timeout + 1.0, self.stop)
+            hard = self._t0 + duration + self.timeout + 1.0 - now
+            self._hard = self._loop.call_later(max(hard, 0.0), self.stop)
         self._write_summary()
         try:
             self._pump()
@@ -275,25 +283,16 @@ class Replayer:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _peek(self) -> Item | None:
-        if self._retry:
-            return self._retry[0]
-        if self._next is None and not self._exhausted:
-            try:
-                self._next = next(self._items)
-            except StopIteration:
-                self._exhausted = True
-            except Exception as exc:
-                self._exhausted = True
-                self._state = "failed"
-                self._error = f"reading the capture failed: {type(exc).__name__}: {exc}"
-        return self._next
-
-    def _take(self) -> None:
-        if self._retry:
-            self._retry.popleft()
-        else:
-            self._next = None
+    def _read_next(self) -> Item | None:
+        try:
+            return next(self._items)
+        except StopIteration:
+            self._exhausted = True
+        except Exception as exc:
+            self._exhausted = True
+            self._state = "failed"
+            self._error = f"reading the schedule failed: {type(exc).__name__}: {exc}"
+        return None
 
     def _pump(self) -> None:
         if self._stopping:
@@ -302,19 +301,28 @@ class Replayer:
         idle = self._idle
         limit = self.options.concurrency
         t0 = self._t0
-        retry = self._retry
+        ready = self._ready
+        busy = self._busy
         while True:
-            item = self._next if self._next is not None and not retry else self._peek()
+            queued = bool(ready)
+            if queued:
+                item: Item | None = ready[0]
+            else:
+                item = self._next
+                if item is None and not self._exhausted:
+                    item = self._next = self._read_next()
             if item is None or now >= self._cap_at:
                 if item is not None:
-                    self._count_unsent(item)
+                    self._count_unsent()
                 self._exhausted = True
                 self._next = None
-                self._retry.clear()
+                if now >= self._cap_at:  # nothing is sent after ``duration``
+                    ready.clear()
+                    busy.clear()
                 self._maybe_finish()
                 return
             due = t0 + item.offset
-            if due > now:
+            if due > now and not queued:
                 if due >= self._cap_at:
                     self._exhausted = True
                     self._next = None
@@ -322,19 +330,36 @@ class Replayer:
                     return
                 self._arm(due, now)
                 return
+            session = item.session
+            if session and not queued and session in busy:
+                # NB: one request of a session at a time, in recorded order: the next one waits
+                # for the previous one's end, as the recorded client did.
+                held = busy[session]
+                if held is None:
+                    held = busy[session] = deque()
+                held.append(item)
+                self._next = None
+                continue
             if idle:
                 conn = idle.pop()
             elif len(self._conns) < limit:
                 conn = self._dial()
             else:
                 return  # back-pressure: the next completion pumps again
-            self._take()
+            if queued:
+                ready.popleft()
+            else:
+                self._next = None
+                if session:
+                    busy[session] = None
             conn.send(item, now)
             self._inflight += 1
             second = self._second
             second.lag.record(int((now - due) * 1e6))  # merged into the total each second
             second.sent += 1
             self._total_sent += 1
+            if not idle and len(self._conns) >= limit:
+                return  # every connection is busy: the next completion pumps again
             now = _now()
 
     def _arm(self, due: float, now: float) -> None:
@@ -394,21 +419,39 @@ class Replayer:
     def _record(self, item: Item, sent_at: float, now: float, code: int, latency_us: int) -> None:
         t0 = self._t0
         self._buf += _PACK(int(item.offset * 1e6), int((sent_at - t0) * 1e6), latency_us, code)
+        if item.session:
+            self._release(item.session)
         codes = self._second.codes
         codes[code] = codes.get(code, 0) + 1
         self._inflight -= 1
-        self._last_done = now
+
+    def _release(self, session: int) -> None:
+        """The session's request ended: its next one (if waiting) goes before the schedule's."""
+        held = self._busy.get(session)
+        if held:
+            self._ready.append(held.popleft())  # the session stays busy with its next one
+        else:
+            self._busy.pop(session, None)
 
     def completed(self, conn: _Conn, status: int, keep_alive: bool) -> None:
         item = conn.item
         if item is None:
             return
         conn.item = None
-        now = _now()
-        latency_us = int((now - conn.sent_at) * 1e6)
+        sent_at = conn.sent_at
+        latency_us = int((_now() - sent_at) * 1e6)
         self._latency.record(latency_us)
-        self._second.completed += 1
-        self._record(item, conn.sent_at, now, status, latency_us)
+        # NB: what _record does, inline: this runs once per answered request
+        self._buf += _PACK(
+            int(item.offset * 1e6), int((sent_at - self._t0) * 1e6), latency_us, status
+        )
+        if item.session:
+            self._release(item.session)
+        second = self._second
+        second.completed += 1
+        codes = second.codes
+        codes[status] = codes.get(status, 0) + 1
+        self._inflight -= 1
         conn.reused = True
         if keep_alive and not self._stopping:
             self._idle.append(conn)
@@ -440,7 +483,7 @@ class Replayer:
                 self._inflight -= 1
                 self._second.sent -= 1
                 self._total_sent -= 1
-                self._retry.appendleft(item)
+                self._ready.appendleft(item)
             elif exc is None or isinstance(exc, ConnectionResetError | BrokenPipeError):
                 self._error_out(conn, _RESET, now)
             else:
@@ -448,14 +491,18 @@ class Replayer:
         self._drop(conn)
         self._pump()
 
-    def _count_unsent(self, first: Item) -> None:
+    def _count_unsent(self) -> None:
         """At the end of ``duration``: count what was due before it and never sent (a hung
         target holds every connection, so the schedule falls behind): its own figure in the
         summary, not hidden among the requests that were sent."""
         limit = self.options.duration
         if limit is None:
             return
-        pending = [first, *(i for i in self._retry if i is not first)]
+        pending = list(self._ready)
+        for held in self._busy.values():
+            pending.extend(held or ())
+        if self._next is not None:
+            pending.append(self._next)
         self._unsent_due += sum(1 for i in pending if i.offset < limit)
         for count, item in enumerate(self._items):
             # NB: bounded: a looping schedule is endless, and its offsets only grow
@@ -465,15 +512,16 @@ class Replayer:
 
     def _sweep(self, interval: float) -> None:
         now = _now()
+        expired = now - self.timeout
         for conn in list(self._conns):
-            if conn.item is not None and now > conn.deadline:
+            if conn.item is not None and conn.sent_at < expired:
                 self._error_out(conn, _TIMEOUT, now)
                 conn.abort()
         self._sweeper = self._loop.call_later(interval, self._sweep, interval)
         self._pump()
 
     def _maybe_finish(self) -> None:
-        idle = self._exhausted and self._inflight <= 0 and not self._retry and self._next is None
+        idle = self._exhausted and self._inflight <= 0 and not self._ready and self._next is None
         if idle and self._finished is not None and not self._finished.done():
             self._finish()
 
@@ -520,6 +568,8 @@ class Replayer:
         }
         if partial:
             line["partial"] = True
+        if self.detail:
+            line["lag_hist"] = second.lag.to_sparse()
         if "seconds" in self._files:
             self._files["seconds"].write(json.dumps(line, sort_keys=True) + "\n")
             self._files["seconds"].flush()
@@ -563,8 +613,12 @@ class Replayer:
             value = hist.percentile(share)
             return round(value / 1000, 3) if value is not None else None
 
+        lag = Histogram()
+        lag.merge(self._lag)
+        lag.merge(self._second.lag)
         return {
             "replay_id": self.replay_id,
+            "run": current_run(),
             "state": self._state,
             "error": self._error,
             "pid": os.getpid(),
@@ -591,11 +645,11 @@ class Replayer:
                 if self._latency.mean is not None
                 else None,
             },
-            "lag_ms": {
-                "p50": ms(self._lag, 0.5),
-                "p99": ms(self._lag, 0.99),
-                "max": ms(self._lag, 1.0),
-            },
+            "lag_ms": {"p50": ms(lag, 0.5), "p99": ms(lag, 0.99), "max": ms(lag, 1.0)},
+            "histograms": {"latency_us": self._latency.to_sparse(), "lag_us": lag.to_sparse()},
+            "workers": 1,
+            # CPU of this process (user + system) while the replay ran: what sending costs
+            "cpu_s": round(time.process_time() - getattr(self, "_cpu0", time.process_time()), 3),
             "passes": self.schedule.passes,
             "filtered": self.schedule.filtered,
             "capture": self.stats.as_dict(),
@@ -623,27 +677,31 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_replay(
+def run_engine(
     options: ReplayOptions,
+    schedule: Schedule,
     *,
-    state: Path,
-    replay_id: str | None = None,
-    progress: bool = False,
-    make_latest: bool = True,
+    replay_id: str,
+    out_dir: Path,
+    progress: IO[str] | None = None,
+    start_at: float | None = None,
+    detail: bool = False,
     on_start: Any = None,
 ) -> dict[str, Any]:
-    """Run a replay to its end in this thread, results in ``STATE/replays/<id>``; the summary.
+    """One :class:`Replayer` on a fresh uvloop in this thread, to its end; the summary.
 
     SIGTERM (when this is the main thread) stops it gracefully: the summary is still written,
-    with ``"state": "stopped"``. SIGINT does the same and then raises ``KeyboardInterrupt``,
-    so ``chaos run`` still sees the interrupt.
+    with ``"state": "stopped"``. SIGINT does the same and then raises ``KeyboardInterrupt``.
     """
-    rid = replay_id or new_replay_id()
-    out = private_dir(replay_dir(state, rid))
-    if make_latest:
-        set_latest(state, rid)
-    stream = sys.stderr if progress and sys.stderr.isatty() else None
-    replayer = Replayer(options, replay_id=rid, out_dir=out, progress=stream)
+    replayer = Replayer(
+        options,
+        replay_id=replay_id,
+        out_dir=out_dir,
+        schedule=schedule,
+        progress=progress,
+        start_at=start_at,
+        detail=detail,
+    )
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -659,7 +717,54 @@ def run_replay(
                     loop.remove_signal_handler(signal.SIGTERM)
 
     with asyncio.Runner(loop_factory=_new_loop) as runner:
-        summary = runner.run(main())
+        return runner.run(main())
+
+
+def schedule_cache(state: Path) -> Path:
+    """Where compiled schedules of this state dir live (see :mod:`chaosmem.traffic.compile`)."""
+    return state / "cache" / "schedules"
+
+
+def run_replay(
+    options: ReplayOptions,
+    *,
+    state: Path,
+    replay_id: str | None = None,
+    progress: bool = False,
+    make_latest: bool = True,
+    on_start: Any = None,
+) -> dict[str, Any]:
+    """Run a replay to its end, results in ``STATE/replays/<id>``; the (merged) summary.
+
+    The capture is compiled first (or found in the cache), before the clock starts. With
+    ``options.workers`` above 1 the schedule is split across that many worker processes
+    (:mod:`chaosmem.traffic.shard`), never more than it has requests; their results merge
+    into this replay's one summary. Stopping: see :func:`run_engine` and
+    :func:`chaosmem.traffic.shard.run_sharded`.
+    """
+    rid = replay_id or new_replay_id()
+    out = replay_dir(state, rid)
+    private_dir(out)
+    if make_latest:
+        set_latest(state, rid)
+    stream = sys.stderr if progress and sys.stderr.isatty() else None
+    compiled = compile_capture(options, cache=schedule_cache(state))
+    workers = auto_workers(options, compiled.requests)
+    if workers > 1:
+        from chaosmem.traffic.shard import run_sharded
+
+        summary = run_sharded(
+            options, compiled, out=out, replay_id=rid, workers=workers, progress=stream
+        )
+    else:
+        summary = run_engine(
+            options,
+            Schedule(options, compiled),
+            replay_id=rid,
+            out_dir=out,
+            progress=stream,
+            on_start=on_start,
+        )
     if stream is not None:
         stream.write("\n")
     return summary

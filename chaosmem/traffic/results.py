@@ -13,6 +13,8 @@ process than the replay (a background replay is a child process)::
     STATE/replays/<id>/requests.bin          one 22-byte record per request (see REQUEST_RECORD)
     STATE/replays/<id>/spec.json             the validated options (what a worker process runs)
     STATE/replays/<id>/worker.pid            pid of a background worker process
+    STATE/replays/<id>/shards/<n>/           the same files for each worker process of a replay
+                                             split across cores (merged into the ones above)
 
 A ``seconds.jsonl`` line counts what happened *during* that second (not running totals)::
 
@@ -26,6 +28,7 @@ A ``seconds.jsonl`` line counts what happened *during* that second (not running 
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 import time
@@ -37,12 +40,16 @@ from typing import Any
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import current_run
 from chaosmem.state import private_dir, read_private, replace_private
+from chaosmem.traffic.histogram import Histogram
 from chaosmem.validate import check_name
 
 __all__ = [
     "ERROR_CODES",
     "REQUEST_RECORD",
     "latest_id",
+    "merge_seconds",
+    "merge_summaries",
+    "ms_percentiles",
     "new_replay_id",
     "own_replay_id",
     "read_requests",
@@ -176,3 +183,155 @@ def read_requests(path: Path) -> Iterator[tuple[int, int, int, int]]:
         while chunk := stream.read(REQUEST_RECORD.size * 4096):
             usable = len(chunk) - len(chunk) % REQUEST_RECORD.size
             yield from REQUEST_RECORD.iter_unpack(chunk[:usable])
+
+
+_STATES = ("failed", "running", "stopped", "done")  # the first one any shard is in wins
+_SUMMED = (
+    "sent",
+    "completed",
+    "no_status",
+    "in_flight",
+    "retried_stale_connections",
+    "unsent_due",
+)
+
+
+def _num(value: Any) -> float | None:
+    """A finite number from a shard's (or a pod log's) JSON, else None: never trusted blindly."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0
+
+
+def _add(into: dict[str, int], counts: Any) -> None:
+    if isinstance(counts, dict):
+        for key, n in counts.items():
+            if type(n) is int and n >= 0 and len(str(key)) <= 32:
+                into[str(key)] = into.get(str(key), 0) + n
+
+
+def _hist(data: Any, *names: str) -> Histogram:
+    for name in names:
+        data = data.get(name) if isinstance(data, dict) else None
+    if data is None:
+        return Histogram()
+    try:
+        return Histogram.from_sparse(data)
+    except (ValueError, TypeError):
+        return Histogram()
+
+
+def ms_percentiles(hist: Histogram, shares: dict[str, float]) -> dict[str, float | None]:
+    """Percentiles of a histogram of microseconds, in milliseconds (None when it is empty)."""
+    out: dict[str, float | None] = {}
+    for name, share in shares.items():
+        value = hist.percentile(share)
+        out[name] = round(value / 1000, 3) if value is not None else None
+    return out
+
+
+LATENCY_SHARES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "max": 1.0}
+LAG_SHARES = {"p50": 0.5, "p99": 0.99, "max": 1.0}
+
+
+def merge_summaries(parts: list[dict[str, Any]], *, base: dict[str, Any]) -> dict[str, Any]:
+    """One replay's summary from its shards' (worker processes or pods) summaries.
+
+    Counts add up; latency and lag percentiles come from the merged histogram buckets (never
+    from averaging percentiles); the duration runs from the shared start to the last end.
+    ``base`` gives what the shards do not know: ``replay_id``, ``pid``, ``options``... A shard
+    that has not written a summary yet counts as running.
+    """
+    merged: dict[str, Any] = dict(base)
+    status: dict[str, int] = {}
+    errors: dict[str, int] = {name: 0 for name in ERROR_CODES}
+    latency, lag = Histogram(), Histogram()
+    totals = dict.fromkeys(_SUMMED, 0)
+    states: list[str] = []
+    problems: list[str] = []
+    starts: list[float] = []
+    duration = 0.0
+    passes = 0
+    cpu = 0.0
+    for part in parts:
+        states.append(str(part.get("state", "running")))
+        if part.get("error"):
+            problems.append(str(part["error"]))
+        for name in _SUMMED:
+            totals[name] += _count(part.get(name))
+        _add(status, part.get("status"))
+        _add(errors, part.get("errors"))
+        latency.merge(_hist(part, "histograms", "latency_us"))
+        lag.merge(_hist(part, "histograms", "lag_us"))
+        if (started_at := _num(part.get("started_at"))) is not None:
+            starts.append(started_at)
+        duration = max(duration, _num(part.get("duration_s")) or 0.0)
+        cpu += max(_num(part.get("cpu_s")) or 0.0, 0.0)
+        passes = max(passes, _count(part.get("passes")))
+    if len(parts) < int(base.get("workers", len(parts))):
+        states.append("running")
+    state = next((s for s in _STATES if s in states), "running")
+    started = min(starts) if starts else float(base.get("started_at", time.time()))
+    finished = sum(status.values()) + sum(errors.values())
+    latency_ms: dict[str, Any] = ms_percentiles(latency, LATENCY_SHARES)
+    latency_ms["mean"] = round(latency.mean / 1000, 3) if latency.mean is not None else None
+    first = parts[0] if parts else {}
+    merged.update(totals)
+    merged.update(
+        {
+            "state": state,
+            "error": "; ".join(dict.fromkeys(problems)) or None,
+            "started_at": round(started, 3),
+            "ended_at": round(started + duration, 3) if state != "running" else None,
+            "duration_s": round(duration, 4),
+            "status": dict(sorted(status.items())),
+            "errors": errors,
+            "req_per_s": round(finished / duration, 1) if duration else 0.0,
+            "latency_ms": latency_ms,
+            "lag_ms": ms_percentiles(lag, LAG_SHARES),
+            "histograms": {"latency_us": latency.to_sparse(), "lag_us": lag.to_sparse()},
+            "passes": passes,
+            "cpu_s": round(cpu, 3),
+            "filtered": first.get("filtered", base.get("filtered", 0)),
+            "capture": first.get("capture", base.get("capture")),
+        }
+    )
+    return merged
+
+
+def merge_seconds(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``seconds.jsonl`` line from the shards' lines for the same second of the shared clock.
+
+    The lag p99 comes from the shards' lag buckets (``lag_hist``) when they kept them.
+    """
+    status: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    lag = Histogram()
+    lags: list[float] = []
+    for line in lines:
+        _add(status, line.get("status"))
+        _add(errors, line.get("errors"))
+        if "lag_hist" in line:
+            lag.merge(_hist(line, "lag_hist"))
+        elif (p99_ms := _num(line.get("lag_p99_ms"))) is not None:
+            lags.append(p99_ms)
+    p99 = lag.percentile(0.99)
+    if p99 is not None:
+        lags.append(p99 / 1000)
+    merged: dict[str, Any] = {
+        "t": max((_num(x.get("t")) or 0.0 for x in lines), default=0.0),
+        "elapsed": max((_num(x.get("elapsed")) or 0.0 for x in lines), default=0.0),
+        "sent": sum(_count(x.get("sent")) for x in lines),
+        "completed": sum(_count(x.get("completed")) for x in lines),
+        "status": status,
+        "errors": errors,
+        "lag_p99_ms": round(max(lags), 3) if lags else None,
+    }
+    if lines and all(x.get("partial") for x in lines):
+        merged["partial"] = True
+    return merged

@@ -20,12 +20,13 @@ from chaosmem.traffic.background import read_spec
 from chaosmem.traffic.options import parse_options
 from chaosmem.traffic.replay import run_replay
 
-__all__ = ["main"]
+__all__ = ["die_with_parent", "main"]
 
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """SIGTERM when ``parent`` (the thread that started us) dies; exit now if it already has."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:  # pragma: no cover
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
@@ -36,7 +37,7 @@ def _die_with_parent(parent: int) -> None:
 
 def main(argv: list[str]) -> int:
     out, parent = Path(argv[0]), int(argv[1])
-    _die_with_parent(parent)
+    die_with_parent(parent)
     spec = read_spec(out)
     # the masked arguments (credential headers, a URL password) come on stdin, never on disk
     secrets = json.loads(sys.stdin.buffer.read() or b"{}")

@@ -1,0 +1,404 @@
+"""Many pods: one replay as a Kubernetes Indexed Job, its pods' logs merged into one result.
+
+Why a Job: a game day against a real fleet needs more load than one machine sends, from inside
+the cluster. ``completionMode: Indexed`` gives each pod its shard number
+(``JOB_COMPLETION_INDEX``), so pod *k* of *N* replays exactly the requests shard *k* of *N*
+would on one machine (:func:`chaosmem.traffic.compile.shard_of`: sessions whole, the rest
+round-robin), from the same start time, agreed here in advance (``start_delay`` after the Job
+is created) so every pod keeps the one schedule clock. ``backoffLimit: 0``: a pod that fails is
+not retried, because a retry would send its requests twice.
+
+Each pod (:mod:`chaosmem.traffic.pod`) writes its per-second lines and its summary as its last
+log lines; this module reads them through the API (``read_namespaced_pod_log``), writes them
+as ``shards/<k>/`` of the replay and merges them with the same code as worker processes do
+(:class:`chaosmem.traffic.shard.ShardMerger`): one replay id, one summary.
+
+The Job is on the ledger (kind ``replay-job``) before it is created; it is deleted when its
+results are read, on rollback, and after a crash by ``chaosmem rollback``; its own
+``activeDeadlineSeconds`` ends it even if nothing of ours survives to delete it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from chaosmem.errors import InvalidArgument
+from chaosmem.ledger import Entry, Ledger, current_run, register_undo
+from chaosmem.traffic.options import ReplayOptions
+from chaosmem.traffic.pod import LOG_SECOND, LOG_SUMMARY
+from chaosmem.traffic.results import new_replay_id, replay_dir, set_latest, write_json_atomic
+from chaosmem.traffic.shard import ShardMerger
+from chaosmem.units import parse_duration
+
+__all__ = [
+    "LEDGER_KIND",
+    "LOG_SECOND",
+    "LOG_SUMMARY",
+    "JobScale",
+    "job_manifest",
+    "parse_scale",
+    "run_job",
+]
+
+LEDGER_KIND = "replay-job"
+CAPTURE_MOUNT = "/capture"
+CONTAINER = "replay"
+MAX_PODS = 1000
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_SOURCES = ("capture_url", "capture_configmap", "capture_pvc")
+_KEYS = {"namespace", "pods", "image", "service_account", "start_delay", "deadline", *_SOURCES}
+SCALE_EXPECTED = (
+    "an object with namespace, pods, image and one of capture_url, capture_configmap or "
+    "capture_pvc (optional: service_account, start_delay, deadline)"
+)
+
+
+class JobScale:
+    """``scale``, validated: where and how many pods, and where they find the capture."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        pods: int,
+        image: str,
+        source: tuple[str, str],
+        service_account: str | None,
+        start_delay: float,
+        deadline: int | None,
+    ) -> None:
+        self.namespace = namespace
+        self.pods = pods
+        self.image = image
+        self.source = source
+        self.service_account = service_account
+        self.start_delay = start_delay
+        self.deadline = deadline
+
+
+def _name(value: object, *, name: str, pattern: re.Pattern[str] = _DNS_LABEL) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidArgument(name, value, "a Kubernetes name (lower case letters, digits, '-')")
+    return value
+
+
+def parse_scale(scale: object) -> JobScale:
+    """Check ``scale``; every refusal names the key (``scale.pods``...)."""
+    if not isinstance(scale, Mapping):
+        raise InvalidArgument("scale", scale, SCALE_EXPECTED)
+    unknown = sorted(set(map(str, scale)) - _KEYS)
+    if unknown:
+        raise InvalidArgument("scale", unknown, SCALE_EXPECTED)
+    namespace = _name(scale.get("namespace"), name="scale.namespace")
+    pods = scale.get("pods")
+    if isinstance(pods, bool) or not isinstance(pods, int) or not 1 <= pods <= MAX_PODS:
+        raise InvalidArgument("scale.pods", pods, f"a whole number from 1 to {MAX_PODS}")
+    image = scale.get("image")
+    if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+        raise InvalidArgument("scale.image", image, "a container image reference with chaosmem")
+    given = [key for key in _SOURCES if scale.get(key) is not None]
+    if len(given) != 1:
+        raise InvalidArgument(
+            "scale", given, "exactly one of capture_url, capture_configmap or capture_pvc"
+        )
+    kind = given[0]
+    value = scale[kind]
+    if kind == "capture_url":
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise InvalidArgument("scale.capture_url", value, "an http(s) URL of a capture file")
+    else:
+        _name(value, name=f"scale.{kind}", pattern=_DNS_NAME)
+    account = scale.get("service_account")
+    if account is not None:
+        _name(account, name="scale.service_account", pattern=_DNS_NAME)
+    delay = parse_duration(scale.get("start_delay", "30s"), name="scale.start_delay")
+    if not 0 <= delay <= 3600:
+        raise InvalidArgument("scale.start_delay", scale.get("start_delay"), "0s to 1h")
+    deadline = None
+    if scale.get("deadline") is not None:
+        seconds = parse_duration(scale["deadline"], name="scale.deadline")
+        if not 1 <= seconds <= 7 * 86400:
+            raise InvalidArgument("scale.deadline", scale["deadline"], "1s to 7 days")
+        deadline = int(seconds)
+    return JobScale(
+        namespace=namespace,
+        pods=pods,
+        image=image,
+        source=(kind, str(value)),
+        service_account=account,
+        start_delay=delay,
+        deadline=deadline,
+    )
+
+
+def job_name(replay_id: str) -> str:
+    return "chaosmem-replay-" + re.sub(r"[^a-z0-9]+", "-", replay_id.lower()).strip("-")[:40]
+
+
+def _deadline(options: ReplayOptions, scale: JobScale) -> int:
+    if scale.deadline is not None:
+        return scale.deadline
+    if options.duration is not None:
+        # room to start the pods, the replay, every request's timeout, and the logs
+        return int(scale.start_delay + options.duration + options.timeout + 120)
+    return 3600
+
+
+def job_manifest(
+    options: ReplayOptions, scale: JobScale, *, replay_id: str, start_at: float
+) -> dict[str, Any]:
+    """The ``batch/v1`` Job: ``scale.pods`` indexed pods, each replaying its shard."""
+    name = job_name(replay_id)
+    labels = {"app.kubernetes.io/name": "chaosmem", "chaosmem/replay": name}
+    kind, source = scale.source
+    spec = {
+        "options": {**options.to_spec(), "workers": 1},
+        "replay_id": replay_id,
+        "start_at": start_at,
+        "shards": scale.pods,
+        "capture_url": source if kind == "capture_url" else None,
+    }
+    volume: dict[str, Any] = {"name": "capture"}
+    if kind == "capture_configmap":
+        volume["configMap"] = {"name": source}
+    elif kind == "capture_pvc":
+        volume["persistentVolumeClaim"] = {"claimName": source, "readOnly": True}
+    else:
+        volume["emptyDir"] = {}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": scale.image,
+        "command": ["python", "-m", "chaosmem.traffic.pod"],
+        "env": [
+            {"name": "CHAOSMEM_REPLAY", "value": json.dumps(spec, sort_keys=True)},
+            {"name": "CHAOSMEM_CAPTURE_DIR", "value": CAPTURE_MOUNT},
+        ],
+        "volumeMounts": [
+            {"name": "capture", "mountPath": CAPTURE_MOUNT, "readOnly": kind != "capture_url"}
+        ],
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [volume],
+    }
+    if scale.service_account is not None:
+        pod_spec["serviceAccountName"] = scale.service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": scale.namespace, "labels": labels},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": scale.pods,
+            "parallelism": scale.pods,
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": _deadline(options, scale),
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def _batch(api: Any) -> Any:
+    from kubernetes import client as k8s
+
+    return k8s.BatchV1Api(api.client)
+
+
+def _connect(configuration: Mapping[str, Any] | None) -> Any:
+    from chaosmem.kube.client import connect
+    from chaosmem.targets.kubernetes import client_settings
+
+    return connect(client_settings(configuration))
+
+
+def delete_job(api: Any, namespace: str, name: str) -> str:
+    """Delete the Job and its pods (background propagation); a Job already gone is fine."""
+    from chaosmem.kube.client import NotFound
+
+    try:
+        api.call(
+            _batch(api).delete_namespaced_job,
+            name,
+            namespace,
+            propagation_policy="Background",
+            what=f"deleting job {namespace}/{name}",
+        )
+    except NotFound:
+        return f"replay job {namespace}/{name} was already gone"
+    return f"replay job {namespace}/{name} deleted"
+
+
+@register_undo(LEDGER_KIND)
+def _undo_job(entry: Entry, configuration: Mapping[str, Any] | None) -> str:
+    undo = entry.undo
+    return delete_job(_connect(configuration), str(undo["namespace"]), str(undo["name"]))
+
+
+def _parse_log(text: str) -> tuple[list[str], dict[str, Any] | None]:
+    """The per-second lines and the summary a pod printed last (bounded: lines over 1 MiB and
+    anything that is not a JSON object are ignored)."""
+    seconds: list[str] = []
+    summary = None
+    for line in text.splitlines():
+        if len(line) > 1 << 20:
+            continue
+        if line.startswith(LOG_SECOND):
+            payload = line[len(LOG_SECOND) :]
+            try:
+                if isinstance(json.loads(payload), dict):
+                    seconds.append(payload)
+            except ValueError:
+                continue
+        elif line.startswith(LOG_SUMMARY):
+            try:
+                data = json.loads(line[len(LOG_SUMMARY) :])
+            except ValueError:
+                continue
+            summary = data if isinstance(data, dict) else None
+    return seconds, summary
+
+
+def _wait_job(api: Any, namespace: str, name: str, *, pods: int, until: float) -> dict[str, Any]:
+    while True:
+        job = api.call(
+            _batch(api).read_namespaced_job_status,
+            name,
+            namespace,
+            what=f"reading job {namespace}/{name}",
+        )
+        status = job.get("status") or {}
+        done = int(status.get("succeeded") or 0) + int(status.get("failed") or 0)
+        ended = any(
+            c.get("type") in {"Complete", "Failed"} and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if ended or done >= pods or time.monotonic() > until:
+            return dict(job)
+        time.sleep(1.0)
+
+
+def run_job(
+    options: ReplayOptions,
+    scale: JobScale,
+    *,
+    state: Path,
+    configuration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Create the Job, wait for it, merge its pods' results, delete it; the merged summary."""
+    api = _connect(configuration)
+    rid = new_replay_id()
+    out = replay_dir(state, rid)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    set_latest(state, rid)
+    start_at = time.time() + scale.start_delay
+    manifest = job_manifest(options, scale, replay_id=rid, start_at=start_at)
+    name = manifest["metadata"]["name"]
+    ledger = Ledger(state)
+    entry = ledger.record(
+        kind=LEDGER_KIND,
+        target={"replay_id": rid, "namespace": scale.namespace, "job": name},
+        undo={"namespace": scale.namespace, "name": name},
+    )
+    outcome = "failed"
+    try:
+        api.call(
+            _batch(api).create_namespaced_job,
+            scale.namespace,
+            manifest,
+            what=f"creating job {scale.namespace}/{name}",
+        )
+        deadline = manifest["spec"]["activeDeadlineSeconds"]
+        job = _wait_job(
+            api, scale.namespace, name, pods=scale.pods, until=time.monotonic() + deadline + 60
+        )
+        dirs = [out / "shards" / str(n) for n in range(scale.pods)]
+        # one line a second of the Job's life at most, the summary, and room for other output
+        missing = _collect(api, scale.namespace, name, dirs, max_lines=deadline + 1000)
+        base = {
+            "replay_id": rid,
+            "run": current_run(),
+            "pid": None,
+            "target_url": options.target_url,
+            "options": options.to_spec(),
+            "workers": scale.pods,
+            "started_at": start_at,
+            "job": {"namespace": scale.namespace, "name": name, "status": job.get("status")},
+        }
+        summary = ShardMerger(out, dirs, base).update([True] * scale.pods, final=True)
+        if missing:
+            summary["state"] = "failed"
+            summary["error"] = (
+                f"no results from pod(s) of shard(s) {missing} of job {scale.namespace}/{name}"
+            )
+            write_json_atomic(out / "summary.json", summary)
+        outcome = str(summary["state"])
+        return summary
+    finally:
+        try:
+            delete_job(api, scale.namespace, name)
+        finally:
+            ledger.close(entry, f"replay job {outcome}")
+
+
+def _collect(api: Any, namespace: str, name: str, dirs: list[Path], *, max_lines: int) -> list[int]:
+    """Each pod's log lines into ``shards/<index>/``; the shards with no results."""
+    pods = api.call(
+        api.core.list_namespaced_pod,
+        namespace,
+        label_selector=f"chaosmem/replay={name}",
+        what=f"listing the pods of job {namespace}/{name}",
+    )
+    found: set[int] = set()
+    for pod in pods.get("items", []):
+        meta = pod.get("metadata") or {}
+        raw_index = (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
+        try:
+            index = int(str(raw_index))
+        except ValueError:
+            continue
+        if not 0 <= index < len(dirs) or index in found:
+            continue
+        text = _pod_log(api, namespace, str(meta.get("name")), max_lines=max_lines)
+        seconds, summary = _parse_log(text)
+        if summary is None:
+            continue
+        found.add(index)
+        directory = dirs[index]
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (directory / "seconds.jsonl").write_text(
+            "".join(line + "\n" for line in seconds), encoding="utf-8"
+        )
+        (directory / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return [n for n in range(len(dirs)) if n not in found]
+
+
+def _pod_log(api: Any, namespace: str, pod: str, *, max_lines: int) -> str:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from chaosmem.kube.client import REQUEST_TIMEOUT
+
+    try:
+        response = api.core.read_namespaced_pod_log(
+            pod,
+            namespace,
+            container=CONTAINER,
+            tail_lines=max_lines,  # the lines we read are the last ones: a bounded read
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    except (ApiException, HTTPError):
+        return ""  # a pod gone or an API error: that shard has no results, and says so
+    data: bytes = response.data
+    return data.decode("utf-8", errors="replace")

@@ -1,0 +1,262 @@
+"""Jobs and pod logs for the Kubernetes API double: a Job controller and a kubelet that really run.
+
+:class:`JobDouble` extends :class:`tests.kube_double.KubeDouble` with the ``batch/v1`` Job
+endpoints chaosmem uses (create, read status, delete) and ``pods/<name>/log``. Creating an
+Indexed Job makes one pod per completion index (labels from the template, the
+``batch.kubernetes.io/job-completion-index`` annotation) and runs each pod's container command
+for real, as a local process: the container's ``env`` plus ``JOB_COMPLETION_INDEX``, with the
+pod's capture volume (a ConfigMap or PVC, by name) mapped to a host directory the test gives,
+as a kubelet mounts it. The process's stdout is the pod's log; its exit makes the pod
+Succeeded or Failed and moves the Job's status on. Deleting the Job sends its running pods
+SIGTERM (as the kubelet does) and removes them.
+
+Every Job created is checked against the Kubernetes 1.33 schemas (``kubernetes-validate``,
+strict) before it is accepted, as an API server would refuse a malformed one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import kubernetes_validate
+import pytest
+
+from tests.kube_double import (
+    KubeDouble,
+    Request,
+    make_pod,
+    not_found,
+    status_body,
+    write_kubeconfig,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class JobDouble(KubeDouble):
+    #: volume source name (ConfigMap or PVC) -> host directory mounted in its place
+    volumes: dict[str, Path] = field(default_factory=dict)
+    work: Path = Path("/nonexistent")
+    jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    logs: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    processes: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        jobs = r"/apis/batch/v1/namespaces/([^/]+)/jobs"
+        self.route("POST", jobs, self._create_job)
+        self.route("GET", jobs + r"/([^/]+)(?:/status)?", self._read_job)
+        self.route("DELETE", jobs + r"/([^/]+)", self._delete_job)
+        self.route("GET", r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", self._read_log)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def _create_job(self, _d: KubeDouble, r: Request, namespace: str) -> tuple[int, Any]:
+        job = copy.deepcopy(r.body)
+        try:
+            kubernetes_validate.validate(job, "1.33.0", strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            return 422, status_body(422, "Invalid", f"Job is invalid: {exc.message}")
+        with self.lock:
+            if namespace not in self.namespaces:
+                return 404, not_found("namespaces", namespace)
+            name = job["metadata"]["name"]
+            if (namespace, name) in self.jobs:
+                return 409, status_body(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
+            self.manifests.append(copy.deepcopy(job))
+            job["metadata"]["namespace"] = namespace
+            self._stamp(job)
+            job["status"] = {"active": 0, "succeeded": 0, "failed": 0}
+            self.jobs[(namespace, name)] = job
+        spec = job["spec"]
+        for index in range(int(spec["completions"])):
+            self._start_pod(namespace, job, index)
+        return 201, copy.deepcopy(job)
+
+    def _start_pod(self, namespace: str, job: dict[str, Any], index: int) -> None:
+        name = f"{job['metadata']['name']}-{index}-x{index:03d}"
+        template = job["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        pod = make_pod(name, namespace, labels=dict(template["metadata"]["labels"]),
+                       containers={container["name"]: None})  # fmt: skip
+        pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] = str(index)
+        pod["metadata"]["labels"]["job-name"] = job["metadata"]["name"]
+        pod["spec"]["restartPolicy"] = template["spec"]["restartPolicy"]
+        self.add_pod(pod)
+        env = {k: v for k, v in os.environ.items() if k not in {"KUBECONFIG"}}
+        for item in container.get("env", []):
+            env[item["name"]] = item["value"]
+        env["JOB_COMPLETION_INDEX"] = str(index)
+        mount = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+        for volume in template["spec"].get("volumes", []):
+            source = (volume.get("configMap") or {}).get("name") or (
+                volume.get("persistentVolumeClaim") or {}
+            ).get("claimName")
+            host = self.volumes.get(source) if source else None
+            if host is None:  # emptyDir: a fresh directory per pod
+                host = self.work / name / volume["name"]
+                host.mkdir(parents=True, exist_ok=True)
+            if env.get("CHAOSMEM_CAPTURE_DIR") == mount.get(volume["name"]):
+                env["CHAOSMEM_CAPTURE_DIR"] = str(host)
+        env["CHAOSMEM_WORK_DIR"] = str(self.work / name / "tmp")
+        env["PYTHONPATH"] = str(REPO)
+        command = [sys.executable if c == "python" else c for c in container["command"]]
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
+        )
+        with self.lock:
+            self.processes[(namespace, name)] = proc
+            self.jobs[(namespace, job["metadata"]["name"])]["status"]["active"] += 1
+        threading.Thread(
+            target=self._run_pod, args=(namespace, name, job["metadata"]["name"], proc), daemon=True
+        ).start()
+
+    def _run_pod(self, namespace: str, pod: str, job: str, proc: subprocess.Popen[bytes]) -> None:
+        out, _ = proc.communicate()
+        code = proc.returncode
+        with self.lock:
+            self.logs[(namespace, pod)] = out
+            if (namespace, pod) in self.pods:
+
+                def finish(obj: dict[str, Any]) -> None:
+                    obj["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+
+                self.update_pod(namespace, pod, finish)
+            record = self.jobs.get((namespace, job))
+            if record is None:
+                return
+            status = record["status"]
+            status["active"] -= 1
+            status["succeeded" if code == 0 else "failed"] += 1
+            if status["active"] == 0:
+                kind = "Complete" if status["failed"] == 0 else "Failed"
+                status["conditions"] = [{"type": kind, "status": "True"}]
+            self._stamp(record)
+
+    def _read_job(self, _d: KubeDouble, _r: Request, namespace: str, name: str) -> tuple[int, Any]:
+        with self.lock:
+            job = self.jobs.get((namespace, name))
+            if job is None:
+                return 404, not_found("jobs.batch", name)
+            return 200, copy.deepcopy(job)
+
+    def _delete_job(
+        self, _d: KubeDouble, _r: Request, namespace: str, name: str
+    ) -> tuple[int, Any]:
+        with self.lock:
+            job = self.jobs.pop((namespace, name), None)
+            if job is None:
+                return 404, not_found("jobs.batch", name)
+            pods = [
+                key for key, pod in self.pods.items()
+                if key[0] == namespace and pod["metadata"]["labels"].get("job-name") == name
+            ]  # fmt: skip
+            for key in pods:
+                proc = self.processes.get(key)
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                del self.pods[key]
+        return 200, status_body(200, "Success", f'jobs.batch "{name}" deleted')
+
+    def _read_log(self, _d: KubeDouble, _r: Request, namespace: str, pod: str) -> tuple[int, Any]:
+        with self.lock:
+            if (namespace, pod) not in self.pods:
+                return 404, not_found("pods", pod)
+            return 200, RawText(self.logs.get((namespace, pod), b""))
+
+    def wait_pods(self, timeout: float = 60) -> None:
+        for proc in list(self.processes.values()):
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    # -- serving: as KubeDouble, and plain text for logs ----------------------------------------
+
+    def start(self) -> JobDouble:
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                request = Request(
+                    self.command, unquote(url.path), parse_qs(url.query),
+                    self.headers.get("Content-Type"), body,
+                )  # fmt: skip
+                with double.lock:
+                    double.requests.append(request)
+                code, payload = double._dispatch(request)
+                if isinstance(payload, RawText):
+                    data, kind = payload.data, "text/plain"
+                else:
+                    data, kind = json.dumps(payload).encode(), "application/json"
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PATCH = do_POST = do_PUT = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        super().stop()
+
+
+@dataclass(frozen=True)
+class RawText:
+    data: bytes
+
+
+@pytest.fixture
+def kube_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobDouble]:
+    """A running :class:`JobDouble` with namespace ``shop``, and ``KUBECONFIG`` pointing at it."""
+    double = JobDouble(work=tmp_path / "kubelet")
+    double.namespaces.add("shop")
+    double.start()
+    config = str(write_kubeconfig(tmp_path / "kubeconfig", double.url))
+    monkeypatch.setenv("KUBECONFIG", config)
+    from kubernetes.config import kube_config
+
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", config)
+    monkeypatch.delenv("KUBERNETES_CONTEXT", raising=False)
+    monkeypatch.delenv("CHAOSTOOLKIT_IN_POD", raising=False)
+    try:
+        yield double
+    finally:
+        double.stop()
