@@ -125,3 +125,28 @@ def test_a_bare_stop_in_a_run_stops_only_this_runs_replays(
     finally:
         set_current_run(None)
         stop_traffic_replay(configuration=state)
+
+
+def test_sharded_replays_get_credentials_on_stdin_only(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    """Two shard workers: the target gets the real header, no shard's spec.json holds it."""
+    capture = write_timed_gor(tmp_path / "t.gor", count=8, span_s=0.1)
+    directory = Path(state["chaosmem_state_dir"])
+    with RecordingServer() as server:
+        done = replay_traffic(
+            capture=str(capture),
+            target_url=_with_password(server.url),
+            headers={"Authorization": TOKEN},
+            workers=2,
+            configuration=state,
+        )
+        arrived = server.arrived
+    assert len(arrived) == 8
+    assert all(a.headers["authorization"] == TOKEN for a in arrived)
+    specs = list(directory.rglob("shards/*/spec.json"))
+    assert len(specs) == 2
+    for path in specs:
+        text = path.read_text()
+        assert TOKEN not in text and PASSWORD not in text
+    assert TOKEN not in json.dumps(done) and PASSWORD not in json.dumps(done)
