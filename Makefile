@@ -7,12 +7,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The Go demo service (demo/orders) builds offline in GOPATH mode against Debian's Go packages.
 GO_PACKAGES := golang-go golang-github-prometheus-client-golang-dev
-DEB_PACKAGES ?= chromium wrk nginx-light prometheus $(GO_PACKAGES)
+DEB_PACKAGES ?= chromium wrk nginx-light prometheus $(GO_PACKAGES) qemu-system-x86 busybox-static cpio
 ORDERS := demo/bin/orders
 ORDERS_SRC := $(wildcard demo/orders/*.go)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint bench clean orders
+.PHONY: setup deps demo test test-v2 lint bench clean orders
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -58,6 +58,12 @@ demo: $(VENV)/.installed-demo
 
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-v2
+
+# The kernel tests again, on a real cgroup v2 kernel: Debian's kernel under qemu (tests/vm/lane.py;
+# the kernel and initramfs are cached in .cache/vm).
+test-v2: setup
+	$(PY) tests/vm/lane.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chaosmem tests bench
@@ -68,4 +74,4 @@ bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info reports/*.html reports/*.md reports/*.xml demo/bin
+	rm -rf $(VENV) .cache/vm build dist *.egg-info reports/*.html reports/*.md reports/*.xml demo/bin

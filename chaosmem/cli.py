@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "chaosmem.traffic.cli",
     "chaosmem.report.cli",
     "chaosmem.gameday.cli",
+    "chaosmem.doctor",
     "chaosmem.gomem.cli",
 )
 

@@ -1,7 +1,12 @@
 """Shared fixtures: real child memory cgroups, a private state dir, and a cgroup v2 tree.
 
-Every cgroup a test creates is a child of this process's own memory cgroup (never the cgroup
-itself) and is removed, with anything still in it, when the test ends.
+Every cgroup a test creates goes where chaosmem itself would create one with no configuration
+(:mod:`chaosmem.targets.placement`): on cgroup v1 a child of this process's own memory cgroup
+(never the cgroup itself), on a real cgroup v2 kernel (the VM lane, ``tests/vm/``) a child of
+chaosmem's ``chaosmem`` sub-tree. It is removed, with anything still in it, when the test ends.
+
+Tests marked ``kernel`` talk to the kernel's memory cgroups; the VM lane runs them again on a
+real cgroup v2 kernel, so their bodies hold for both versions.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import pytest
 
 from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets.placement import placement_for, release
 from tests.kube_double import kube  # noqa: F401  (the Kubernetes API double fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,9 +42,18 @@ def own_cgroup() -> Cgroup:
 
 
 @pytest.fixture
-def cgroup(own_cgroup: Cgroup) -> Iterator[Cgroup]:
-    """A fresh child memory cgroup (cgroup v1 on this machine), removed afterwards."""
-    group = own_cgroup.child(f"test-{uuid.uuid4().hex[:8]}")
+def workspace() -> Iterator[Cgroup]:
+    """Where chaosmem creates its cgroups on this kernel with no configuration."""
+    group, placement = placement_for(None)
+    yield group
+    if placement.owned:
+        release(group.path)
+
+
+@pytest.fixture
+def cgroup(workspace: Cgroup) -> Iterator[Cgroup]:
+    """A fresh child memory cgroup (v1 on this host, v2 in the VM lane), removed afterwards."""
+    group = workspace.child(f"test-{uuid.uuid4().hex[:8]}")
     try:
         yield group
     finally:

@@ -161,3 +161,22 @@ def test_resize_outcome_reads_any_status(
     assert outcome.outcome in {"applied", "pending", "deferred", "infeasible", "error"}
     if outcome.outcome == "applied":
         assert actual == "512Mi"
+
+
+def test_a_local_rollback_never_imports_the_kubernetes_client(tmp_path: Path) -> None:
+    """Handler modules load only until every open entry's kind has one: a local rollback (each
+    `chaosmem rollback` and restore) is spared the client's import, a minute under qemu TCG."""
+    gone = tmp_path / "gone"
+    Ledger(tmp_path).record(
+        kind="cgroup-limit", target={"type": "cgroup", "path": str(gone)}, undo={"limit": None}
+    )
+    code = (
+        "import sys; from pathlib import Path; from chaosmem.rollback import rollback; "
+        "steps = rollback(Path(sys.argv[1])); assert [s.ok for s in steps] == [True], steps; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'chaosk8s')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -164,6 +164,7 @@ def test_go_memory_gctrace_evidence_and_prometheus_on_the_timeline(
     for line in ("Go HeapInuse", "Go HeapIdle", "Go HeapReleased", "Go NextGC", "Go Sys"):
         assert line in memory_svg, line
     assert "orders working set" in memory_svg
+    assert page.count(">Go HeapInuse<") == 1  # one chart tells it: no separate Go chart
     evidence_table = page[page.index("Evidence before the kill") :]
     assert "working-set-90pct" in evidence_table and "sessionCache" in evidence_table
     md = tmp_path / "report.md"

@@ -1,9 +1,11 @@
-"""cgroup v2: the same code paths, on a tree laid out exactly like a v2 hierarchy.
+"""cgroup v2 as a file tree: the shapes a VM run does not make.
 
-This host's memory controller is on cgroup v1, so what the kernel would do on its own (charge
-memory.current, bump memory.events on a kill) is written by the test; everything chaosmem does
-— finding the mount, reading and writing memory.max, counting kills, watching memory.events,
-the ledger and rollback — runs exactly as it would on a v2 host.
+What a real cgroup v2 kernel does (limits, memory.events and the inotify watcher, memory.peak, a
+limit below usage OOM-killing, services, stress, the control's restore) is tested by the
+``kernel`` tests, which ``make test-v2`` runs on Debian's kernel under qemu. These tests keep
+what that lane cannot make: a v2 hierarchy reached through another mount table
+(``$CHAOSMEM_MOUNTINFO``, as in containers that mount the host's cgroupfs elsewhere) on a host
+whose memory controller is on v1, and counters a test can set to any value.
 """
 
 from __future__ import annotations

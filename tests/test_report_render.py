@@ -172,3 +172,120 @@ def test_json_is_the_context(run: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["report", str(run), str(run), "--format", "json", "-o", "-"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["gameday"] is True and len(data["experiments"]) == 2 and data["verdict"] == "passed"
+
+
+def _json_probe(name: str, value: dict[str, object]) -> dict[str, object]:
+    """A real python probe returning ``value``: the stdlib's ``json.loads`` of its text."""
+    return {
+        "type": "probe",
+        "name": name,
+        "tolerance": {"type": "regex", "target": "verdict", "pattern": "^oom-killed$"},
+        "provider": {
+            "type": "python",
+            "module": "json",
+            "func": "loads",
+            "arguments": {"s": json.dumps(value)},
+        },
+    }
+
+
+def test_probe_outputs_lead_with_their_summary_and_fold_the_rest(tmp_path: Path) -> None:
+    """An output whose keys sort before ``summary``/``verdict`` and run past the report's
+    output cap: the cells show the verdict and summary (escaped), the full output is folded."""
+    summary = f"the kernel OOM-killed all 1 stressor(s) {XSS}"
+    output: dict[str, object] = {
+        "matched": 1,
+        "run": "r-1",
+        "stressors": [{"id": f"s{i}", "outcome": "oom-killed", "size": 1 << 20} for i in range(20)],
+        "verdict": "oom-killed",
+        "summary": summary,
+    }
+    code, journal = chaos_run(
+        tmp_path,
+        "outputs",
+        {
+            "title": "outputs people can read",
+            "description": "a probe output with a verdict and a summary",
+            "controls": [
+                {"name": "chaosmem", "provider": {"type": "python", "module": "chaosmem.control"}}
+            ],
+            "configuration": {"chaosmem_state_dir": str(tmp_path / "state")},
+            "steady-state-hypothesis": {
+                "title": "the stressor was killed",
+                "probes": [_json_probe("stress-outcome", output)],
+            },
+            "method": [_json_probe("outcome-in-method", output)],
+        },
+    )
+    assert code == 0
+    report = build_report([journal])
+    html = render(report, "html")
+    escaped = (
+        "the kernel OOM-killed all 1 stressor(s) &lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;"
+    )
+    headline = f'<span class="headline">oom-killed: {escaped}</span>'
+    assert html.count(headline) == 2  # before and after, each one whole
+    assert html.count("<summary>full output</summary>") == 3  # before, after, the method row
+    folded = html.split("<summary>full output</summary>", 1)[1].split("</details>", 1)[0]
+    assert folded.startswith("<code>{&#34;verdict&#34;: &#34;oom-killed&#34;, &#34;summary&#34;")
+    assert "<script" not in html.lower()
+    # the control recorded a timeline, just no memory target: say that, not "add the control"
+    assert "No memory target was watched in this run" in html
+    assert "add the <code>chaosmem.control</code> control" not in html
+
+    markdown = render(report, "markdown")
+    md_escaped = "the kernel OOM-killed all 1 stressor(s) &lt;script&gt;alert('xss')&lt;/script&gt;"
+    row = next(line for line in markdown.splitlines() if line.startswith("| stress-outcome |"))
+    assert row.count(f"✅ oom-killed: {md_escaped}") == 2
+    assert "<details><summary>Full probe outputs</summary>" in markdown
+    assert '- stress-outcome (before): {"verdict": "oom-killed", "summary"' in markdown
+    assert "<details><summary>Full outputs</summary>" in markdown
+    assert XSS not in markdown
+
+
+def _go_timeline(targets: bool) -> list[dict[str, object]]:
+    """Samples as the recorder writes them: the cgroup's figures (when ``targets``) and Go's."""
+    return [
+        {
+            "t": 10.0 + i,
+            "kind": "sample",
+            **(
+                {"targets": [{"name": "orders", "usage": (40 + i) << 20, "limit": 96 << 20}]}
+                if targets
+                else {}
+            ),
+            "go": {
+                "HeapInuse": (20 + i) << 20,
+                "HeapIdle": 8 << 20,
+                "HeapReleased": 2 << 20,
+                "Sys": (30 + i) << 20,
+                "NextGC": 48 << 20,
+            },
+        }
+        for i in range(10)
+    ]
+
+
+@pytest.mark.parametrize("targets", [True, False], ids=["with-cgroup", "go-only"])
+def test_go_memory_is_drawn_once_on_the_memory_chart(targets: bool) -> None:
+    charts = render_charts(thin(build_series(_go_timeline(targets), 10.0)))
+    drawn = {name: svg for name, svg in charts.items() if svg}
+    assert set(drawn) == {"memory"}  # no second chart repeating Go's lines
+    for line in ("Go HeapInuse", "Go HeapIdle", "Go HeapReleased", "Go Sys", "Go NextGC"):
+        assert drawn["memory"].count(f">{line}<") == 1, line
+    assert ("orders usage" in drawn["memory"]) is targets
+
+
+def test_a_series_of_one_sample_is_drawn_as_a_point() -> None:
+    """A replay shorter than a second writes one line: a line through one point draws nothing,
+    so the chart would look empty beside "10 requests sent"."""
+    timeline = [
+        {"t": 10.0, "kind": "sample"},
+        {
+            "t": 11.0,
+            "kind": "sample",
+            "traffic": {"seconds": 1, "sent": 10, "completed": 10, "status": {"200": 7, "503": 3}},
+        },
+    ]
+    svg = render_charts(thin(build_series(timeline, 10.0)))["traffic"]
+    assert svg is not None and svg.count('class="dot ') >= 2  # 2xx and 5xx, one point each

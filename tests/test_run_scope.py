@@ -182,3 +182,37 @@ def test_chaos_run_twice_on_one_state_dir(tmp_path: Path, state: dict[str, Any])
     before = json.loads(journal.read_text())["steady_states"]["before"]["probes"][0]
     assert before["status"] == "failed"
     assert "no replay has run in this run" in "".join(before["exception"])
+
+
+def _recorded_traffic(
+    tmp_path: Path, state: dict[str, Any], name: str, count: int
+) -> list[dict[str, Any]]:
+    """A recording around one real replay of ``count`` requests, as one run's timeline sees it."""
+    recorder = Recorder(directory=tmp_path / name, interval=0.1, targets=[], configuration=state)
+    recorder.start()
+    capture = write_timed_gor(tmp_path / f"{name}.gor", count=count, span_s=0.2)
+    with RecordingServer() as server:
+        replay_traffic(
+            capture=str(capture), target_url=server.url, concurrency=4, configuration=state
+        )
+    records = recorder.stop()
+    return [r["traffic"] for r in records if r["kind"] == "sample" and "traffic" in r]
+
+
+@pytest.mark.parametrize("in_a_run", [True, False], ids=["in-a-run", "outside-a-run"])
+def test_back_to_back_runs_count_only_their_own_replay(
+    tmp_path: Path, state: dict[str, Any], fresh_process: None, in_a_run: bool
+) -> None:
+    """Two runs on one state dir well under a second apart: the second run's traffic rows count
+    its own 30 requests, never the first replay's last second (which ended just before)."""
+    try:
+        set_current_run("run-one" if in_a_run else None)
+        first = _recorded_traffic(tmp_path, state, "one", count=50)
+        set_current_run("run-two" if in_a_run else None)
+        second = _recorded_traffic(tmp_path, state, "two", count=30)
+    finally:
+        set_current_run(None)
+    assert sum(t["sent"] for t in first) == 50
+    assert sum(t["sent"] for t in second) == 30
+    assert sum(t["completed"] for t in second) == 30
+    assert {t["replay"] for t in first}.isdisjoint({t["replay"] for t in second})

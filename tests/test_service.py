@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.limits.probes import memory_limit
+from chaosmem.limits.actions import restore_memory_limit, tighten_memory_limit
+from chaosmem.limits.probes import memory_limit, oom_kill_count
 from chaosmem.local.actions import start_service, stop_service
 from chaosmem.rollback import rollback
+from chaosmem.stress.actions import inject_allocation_stress
 from chaosmem.targets import resolve_target
+from chaosmem.targets.cgroup import Cgroup
 from tests.conftest import REPO, free_port
 
 
@@ -21,7 +24,8 @@ def allocator(port: int) -> list[str]:
     return [sys.executable, str(REPO / "demo" / "allocator.py"), "--port", str(port)]
 
 
-def test_start_ready_target_and_stop(state: dict[str, Any]) -> None:
+@pytest.mark.kernel
+def test_start_ready_target_and_stop(state: dict[str, Any], workspace: Cgroup) -> None:
     port = free_port()
     result = start_service(
         "orders",
@@ -33,7 +37,8 @@ def test_start_ready_target_and_stop(state: dict[str, Any]) -> None:
     )
     cgroup = Path(result["cgroup"])
     own = resolve_target({"type": "process", "pid": os.getpid()}).spec["path"]
-    assert cgroup.is_dir() and str(cgroup.parent) == own  # a child of our own cgroup, never it
+    assert cgroup.is_dir() and cgroup.parent == workspace.path  # where chaosmem may create it
+    assert str(cgroup) != own and (workspace.version == 2 or str(cgroup.parent) == own)
     assert str(result["pid"]) in (cgroup / "cgroup.procs").read_text()
     environ = Path(f"/proc/{result['pid']}/environ").read_bytes().split(b"\0")
     assert b"GOGC=50" in environ
@@ -79,11 +84,14 @@ def test_a_port_already_in_use_is_refused(state: dict[str, Any]) -> None:
     assert not Path(first["cgroup"]).exists()
 
 
+@pytest.mark.kernel
 def test_rollback_stops_a_service_left_running(state: dict[str, Any]) -> None:
     result = start_service("left", ["sleep", "600"], configuration=state)
     steps = rollback(Path(state["chaosmem_state_dir"]))
     assert [s.ok for s in steps] == [True]
     assert not Path(result["cgroup"]).exists()
+    if Path(result["cgroup"]).parent.name == "chaosmem":  # cgroup v2: chaosmem's own sub-tree
+        assert not Path(result["cgroup"]).parent.exists()  # goes once empty, after a crash too
     assert (
         not Path(f"/proc/{result['pid']}").exists()
         or "zombie" in Path(f"/proc/{result['pid']}/status").read_text()
@@ -113,3 +121,33 @@ def test_bad_arguments(state: dict[str, Any], kwargs: dict[str, Any], argument: 
 def test_cgroup_root_must_be_a_memory_cgroup(state: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument, match="chaosmem_cgroup_root"):
         start_service("x", "sleep 1", configuration={**state, "chaosmem_cgroup_root": "/tmp"})
+
+
+@pytest.mark.kernel
+def test_issue_11_check_with_nothing_configured_but_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's check: no chaosmem configuration (on v2 in the VM lane: from a non-root cgroup
+    holding processes) and the state dir only in the configuration, never in the environment."""
+    monkeypatch.delenv("CHAOSMEM_STATE_DIR", raising=False)
+    config = {"chaosmem_state_dir": str(tmp_path / "state")}
+    target = {"type": "service", "name": "v2hog"}
+    result = start_service("v2hog", ["sleep", "600"], memory_limit="256Mi", configuration=config)
+    group = Cgroup.at(result["cgroup"])
+    try:
+        limit_file = "memory.max" if group.version == 2 else "memory.limit_in_bytes"
+        assert (group.path / limit_file).read_text().strip() == str(256 << 20)
+        tighten_memory_limit(target, limit="64Mi", configuration=config)
+        assert memory_limit(target, config) == 64 << 20
+        stressed = inject_allocation_stress(target, size="200Mi", wait=True, configuration=config)
+        assert stressed["oom_killed"] is True
+        assert oom_kill_count(target, config) >= 1
+        restored = restore_memory_limit(target, configuration=config)
+        assert restored["count"] == 1
+        assert (group.path / limit_file).read_text().strip() == str(256 << 20)
+    finally:
+        stopped = stop_service("v2hog", configuration=config)
+    assert stopped["oom_kills"] >= 1 and not group.path.exists()
+    if group.version == 2:
+        assert group.path.parent.name == "chaosmem"  # chaosmem's own sub-tree ...
+        assert not group.path.parent.exists()  # ... removed once empty

@@ -26,6 +26,7 @@ from tests.stress_support import MI, no_stressor_outlives_the_test, target_of, w
 __all__ = ["no_stressor_outlives_the_test"]
 
 
+@pytest.mark.kernel
 def test_oom_kill_under_a_tight_limit_is_a_result(cgroup: Cgroup, state: dict[str, Any]) -> None:
     cgroup.set_memory_limit(64 * MI)
     before = cgroup.oom_kill_count()
@@ -92,10 +93,11 @@ def test_stop_leaves_no_stressor_within_2s(cgroup: Cgroup, state: dict[str, Any]
     )  # twice is harmless
 
 
+@pytest.mark.kernel
 def test_stop_without_target_stops_the_run(
-    cgroup: Cgroup, own_cgroup: Cgroup, state: dict[str, Any]
+    cgroup: Cgroup, workspace: Cgroup, state: dict[str, Any]
 ) -> None:
-    other = own_cgroup.child(f"{cgroup.path.name}-other")
+    other = workspace.child(f"{cgroup.path.name}-other")
     try:
         set_current_run("run-a")
         first = inject_allocation_stress(target_of(cgroup), size="16Mi", configuration=state)
@@ -189,6 +191,7 @@ def start_child(group: Cgroup, mode: str) -> tuple[subprocess.Popen[bytes], list
     return proc, json.loads(line)
 
 
+@pytest.mark.kernel
 def test_sigkill_of_the_starting_process_leaves_no_stressor(
     cgroup: Cgroup, state: dict[str, Any]
 ) -> None:
@@ -218,6 +221,7 @@ def test_chaosmem_rollback_stops_a_detached_stressor(cgroup: Cgroup, state: dict
     assert not Ledger(Path(state["chaosmem_state_dir"])).read().open(kind=STRESSOR_KIND)
 
 
+@pytest.mark.kernel
 def test_refuses_the_cgroup_of_chaosmem_itself(own_cgroup: Cgroup, state: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument, match="does not hold the chaosmem process itself"):
         inject_allocation_stress(target_of(own_cgroup), size="8Mi", configuration=state)

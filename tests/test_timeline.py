@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.ledger import set_current_run
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.timeline import TIMELINE_FILE, Recorder, read_timeline
 
@@ -19,6 +20,7 @@ def samples(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r["kind"] == "sample"]
 
 
+@pytest.mark.kernel
 def test_samples_limit_usage_and_a_real_oom_kill(tmp_path: Path, cgroup: Cgroup) -> None:
     cgroup.set_memory_limit(64 << 20)
     spec = {"type": "cgroup", "path": str(cgroup.path)}
@@ -59,12 +61,11 @@ def test_samples_limit_usage_and_a_real_oom_kill(tmp_path: Path, cgroup: Cgroup)
 def test_reads_stressors_and_the_latest_replay(tmp_path: Path) -> None:
     state = tmp_path / "state"
     (state / "stress").mkdir(parents=True)
-    (state / "stress" / "a.json").write_text(json.dumps({"bytes": 100 << 20}))
-    (state / "stress" / "b.json").write_text(json.dumps({"bytes": 28 << 20}))
+    (state / "stress" / "a.json").write_text(json.dumps({"bytes": 100 << 20, "run": "run-r"}))
+    (state / "stress" / "b.json").write_text(json.dumps({"bytes": 28 << 20, "run": "run-r"}))
     (state / "stress" / "torn.json").write_text('{"bytes": 12')
     replay = state / "replays" / "r1"
     replay.mkdir(parents=True)
-    (state / "replays" / "latest").write_text("r1\n")
     old = {"t": time.time() - 3600, "sent": 9, "completed": 9, "status": {"200": 9}}
     (replay / "seconds.jsonl").write_text(json.dumps(old) + "\n")
 
@@ -74,7 +75,14 @@ def test_reads_stressors_and_the_latest_replay(tmp_path: Path) -> None:
         targets=[],
         configuration={"chaosmem_state_dir": str(state)},
     )
-    recorder.start()
+    set_current_run("run-r")
+    try:
+        recorder.start()
+        # the replay starts in this run: the run's pointer names it (as set_latest writes it)
+        (state / "runs" / "run-r").mkdir(parents=True)
+        (state / "runs" / "run-r" / "replay").write_text("r1\n")
+    finally:
+        set_current_run(None)
     with (replay / "seconds.jsonl").open("a") as handle:
         for n in range(3):
             line = {

@@ -344,3 +344,16 @@ def test_units_does_not_import_kubernetes() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_parsing_a_size_does_not_load_the_whole_kubernetes_client() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from chaosmem.units import parse_size; "
+        "assert parse_size('1.5Gi', name='x') == 1610612736; print('kubernetes' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -64,8 +64,9 @@ def restore_memory_limit(
     is given (``configuration["chaosmem_target"]`` is not used here, on purpose: a bare call in a
     rollback restores everything). Inside a run (the chaosmem control gives each run an id) only
     this run's changes are restored: another run's tightened limit is never undone under it;
-    outside a run, every open one. Running it twice is harmless."""
-    resolved = resolve_target(target, None) if target is not None else None
+    outside a run, every open one. A given target is resolved with the run's configuration, so a
+    service target is found in ``chaosmem_state_dir``. Running it twice is harmless."""
+    resolved = resolve_target(target, configuration) if target is not None else None
     restored = restore_limits(
         Ledger(state_dir(configuration)),
         target=resolved,

@@ -178,8 +178,8 @@ def restore_limits(
 
     Idempotent: a second call finds nothing open and returns an empty list.
     """
-    load_handlers()
     entries = [e for e in ledger.read().open(run=run) if e.kind in LIMIT_KINDS]
     if target is not None:
         entries = [e for e in entries if same_target(e.target, target)]
+    load_handlers({e.kind for e in entries})
     return [{"target": e.target, "done": ledger.undo(e, configuration)} for e in reversed(entries)]

@@ -11,13 +11,12 @@ from chaoslib.types import Configuration, Secrets
 from chaosmem.errors import InvalidArgument
 from chaosmem.local import service
 from chaosmem.state import state_dir
-from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets.placement import ROOT_KEY, placement_for, release
 from chaosmem.units import parse_duration, parse_size
 from chaosmem.validate import check_env, check_name, check_str, check_url
 
-__all__ = ["start_service", "stop_service"]
+__all__ = ["ROOT_KEY", "start_service", "stop_service"]
 
-ROOT_KEY = "chaosmem_cgroup_root"
 #: From 4Ei up the kernel reads a limit back as "unlimited" (see Cgroup.max_limit).
 MAX_CGROUP_LIMIT = (1 << 62) - 4096
 
@@ -30,19 +29,6 @@ def _argv(command: object) -> list[str]:
     raise InvalidArgument(
         "command", command, "a command line string or a non-empty list of strings"
     )
-
-
-def _parent(configuration: Configuration) -> Cgroup:
-    root = (configuration or {}).get(ROOT_KEY)
-    if root is None:
-        return Cgroup.of_process("self")
-    path = check_str(root, name=ROOT_KEY)
-    try:
-        return Cgroup.at(path)
-    except Exception as exc:
-        raise InvalidArgument(
-            ROOT_KEY, root, f"an existing memory cgroup directory ({exc})"
-        ) from None
 
 
 def start_service(
@@ -59,8 +45,10 @@ def start_service(
     """Start ``command`` inside a new child memory cgroup, optionally under ``memory_limit``, and
     wait until ``ready_url`` answers (a status below 500).
 
-    The cgroup is created under ``configuration["chaosmem_cgroup_root"]``, else under the
-    caller's own memory cgroup. ``env`` adds variables (e.g. ``GOGC``, ``GOMEMLIMIT`` to move a Go
+    The cgroup is created under ``configuration["chaosmem_cgroup_root"]``, else where
+    :mod:`chaosmem.targets.placement` finds chaosmem may create children (cgroup v1: under the
+    caller's own memory cgroup; v2: in a ``chaosmem`` sub-tree of the nearest ancestor that may
+    delegate memory); one log line says where and why. ``env`` adds variables (e.g. ``GOGC``, ``GOMEMLIMIT`` to move a Go
     service's GC trigger point). Afterwards the service is the target ``{"type": "service",
     "name": name}``; its pid is in the returned ``pidfile``. It is recorded in the ledger, so
     ``stop_service``, the control and ``chaosmem rollback`` all end it.
@@ -80,7 +68,15 @@ def start_service(
     )
     if spec.cwd is not None and not Path(spec.cwd).is_dir():
         raise InvalidArgument("cwd", cwd, "an existing directory")
-    return service.start(spec, parent=_parent(configuration), directory=state_dir(configuration))
+    directory = state_dir(configuration)
+    parent, placement = placement_for(configuration)
+    subtree = parent.path if placement.owned else None
+    try:
+        return service.start(spec, parent=parent, directory=directory, subtree=subtree)
+    except BaseException:
+        if subtree is not None:
+            release(subtree)  # only when empty: another service may live there
+        raise
 
 
 def stop_service(

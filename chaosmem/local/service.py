@@ -22,6 +22,7 @@ from chaosmem.ledger import Entry, Ledger, register_undo
 from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
+from chaosmem.targets.placement import release
 from chaosmem.units import format_size
 
 #: Every service cgroup's name starts with this: how rollback and --sweep know it is ours.
@@ -77,8 +78,14 @@ def _wait_ready(url: str, deadline: float, process_alive: Any) -> float:
         time.sleep(0.05)
 
 
-def start(spec: ServiceSpec, *, parent: Cgroup, directory: Path) -> dict[str, Any]:
-    """Start the service under ``parent``; returns its pid, cgroup, log and pidfile paths."""
+def start(
+    spec: ServiceSpec, *, parent: Cgroup, directory: Path, subtree: Path | None = None
+) -> dict[str, Any]:
+    """Start the service under ``parent``; returns its pid, cgroup, log and pidfile paths.
+
+    ``subtree`` is chaosmem's own sub-tree that ``parent`` lives in (cgroup v2), removed with the
+    service's cgroup once no other service is left in it.
+    """
     ledger = Ledger(directory)
     if _open_entry(ledger, spec.name) is not None:
         raise ChaosmemError(f"service {spec.name!r} is already running; stop_service it first")
@@ -99,7 +106,12 @@ def start(spec: ServiceSpec, *, parent: Cgroup, directory: Path) -> dict[str, An
     entry = ledger.record(
         kind=SERVICE_KIND,
         target={"type": "service", "name": spec.name, "path": str(path)},
-        undo={"path": str(path), "argv": list(spec.argv), "env_keys": sorted(spec.env)},
+        undo={
+            "path": str(path),
+            "argv": list(spec.argv),
+            "env_keys": sorted(spec.env),
+            **({"subtree": str(subtree)} if subtree is not None else {}),
+        },
     )
     record = services / f"{spec.name}.json"
     try:
@@ -178,9 +190,10 @@ def _remove(entry: Entry, *, grace: float = 5.0) -> list[int]:
             f"ledger entry {entry.id} names {str(path)!r} as a service cgroup, which is not one "
             f"chaosmem creates ({SERVICE_PREFIX}NAME); refused, nothing ended"
         )
-    if not path.is_dir():
-        return []
-    return Cgroup.at(path).remove(grace=grace)
+    ended = Cgroup.at(path).remove(grace=grace) if path.is_dir() else []
+    if entry.undo.get("subtree"):
+        release(Path(entry.undo["subtree"]))
+    return ended
 
 
 @register_undo(SERVICE_KIND)

@@ -1,7 +1,7 @@
 """Chart series -> inline SVG, drawn by pygal.
 
 Every chart is an ``XY`` chart against seconds since the run started, so the memory, traffic,
-replicas and Go charts line up when read top to bottom. pygal embeds a ``<script>`` holding its
+replicas and ratio charts line up when read top to bottom. pygal embeds a ``<script>`` holding its
 configuration (for its optional tooltip library, fetched from a CDN): both are removed, so the
 report is static, fetches nothing and runs no script. pygal builds the SVG with ElementTree, so
 series titles from the experiment (target names) are escaped like any XML text.
@@ -36,6 +36,11 @@ _STYLE_BASE: dict[str, Any] = dict(
     legend_font_size=13,
     title_font_size=15,
     colors=("#1f6feb",),
+    # NB: light solid grid lines: pygal's default black dashes read as one more limit line.
+    guide_stroke_color="#e1e4e8",
+    major_guide_stroke_color="#d0d7de",
+    guide_stroke_dasharray="none",
+    major_guide_stroke_dasharray="none",
 )
 
 
@@ -60,12 +65,17 @@ COLOURS = {
     "no answer": ("#953800",),
     "other": ("#6e7781",),
     "ratio": ("#cf222e",),
-    "working set": ("#0969da", "#033d8b", "#80ccff"),
-    # Go's own view (HeapInuse, HeapIdle, HeapReleased, Sys, NextGC), drawn thin and dashed
-    "go": ("#1a7f37", "#bf8700", "#6e7781", "#8250df", "#953800"),
+    # NB: not a shade of usage's blue: the two lines run close and must be told apart.
+    "working set": ("#1b7c83", "#0b4f55", "#5fc4cc"),
+    # Go's own view, drawn thin and dashed; none of them stress's purple or the limit's red
+    "go": ("#1a7f37", "#bf8700", "#6e7781", "#e16f24", "#953800"),
     "prometheus": ("#953800", "#8250df", "#1a7f37"),
     "line": ("#1f6feb", "#1a7f37", "#8250df", "#bf8700", "#0a3069", "#953800", "#6e7781"),
 }
+
+
+#: Go's lines by name, so HeapInuse has one colour whatever else the service reported.
+GO_LINES = ("HeapInuse", "HeapIdle", "HeapReleased", "Sys", "NextGC")
 
 
 def colour(meaning: str, index: int = 0) -> str:
@@ -125,6 +135,8 @@ class _Chart:
         )
         chart.add_xml_filter(_drop_scripts)
         for title, points, _colour, extra in self.series:
+            if len(points) == 1:  # NB: a line through one point draws nothing: show the point
+                extra = {**extra, "show_dots": True, "dots_size": 4}
             chart.add(title, points, **extra)
         rendered: str = chart.render(is_unicode=True)
         return rendered
@@ -145,6 +157,8 @@ def as_steps(points: list[list[float]]) -> list[list[float]]:
 
 
 def _mib(y: float) -> str:
+    if y == 0:
+        return "0 MiB"
     return f"{y:,.0f} MiB" if y >= 10 else f"{y:,.1f} MiB"
 
 
@@ -180,8 +194,12 @@ def _ticks(top: float, highest_limit: float | None) -> list[float] | None:
 
 
 def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = None) -> str | None:
+    """The cgroup's usage, working set and limit, the stressors, and Go's own view (when
+    recorded) on one axis: the gap between Go's figures and the cgroup's is the source article's
+    point, so Go gets no chart of its own."""
     rows = [r for r in series["targets"] if r["usage"] or r["limit"]]
-    if not rows and not series["stress"]:
+    go = {name: points for name, points in (series.get("go") or {}).items() if points}
+    if not rows and not series["stress"] and not go:
         return None
     kills = [
         (k["x"], k["usage"] / MIB)
@@ -193,7 +211,7 @@ def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = No
     tops = [p[1] for r in rows for p in r["usage"] + r["limit"]]
     tops += [p[1] for p in series["stress"]] + [k[1] * MIB for k in kills]
     tops += [r["peak_usage"] for r in rows if isinstance(r.get("peak_usage"), int | float)]
-    tops += [p[1] for points in series.get("go", {}).values() for p in points]
+    tops += [p[1] for points in go.values() for p in points]
     finite = [t for t in tops if math.isfinite(t)]
     top = max(finite, default=0.0) / MIB
     limits = [p[1] / MIB for r in rows for p in r["limit"] if math.isfinite(p[1])]
@@ -234,11 +252,11 @@ def memory_chart(series: dict[str, Any], xrange: tuple[float, float] | None = No
             stroke_style={"width": 1.5, "dasharray": "2, 3"},
         )
     # NB: Go's own view on the same axis: the gap to the cgroup's usage is the article's point.
-    for index, (name, points) in enumerate(series.get("go", {}).items()):
+    for index, (name, points) in enumerate(go.items()):
         chart.add(
             f"Go {name}",
             _scaled(points, MIB),
-            colour("go", index),
+            colour("go", GO_LINES.index(name) if name in GO_LINES else index),
             stroke_style={"width": 1, "dasharray": "4, 2"},
         )
     if kills:
@@ -314,15 +332,6 @@ def replicas_chart(series: dict[str, Any], xrange: tuple[float, float] | None = 
     return chart.render()
 
 
-def go_chart(series: dict[str, Any], xrange: tuple[float, float] | None = None) -> str | None:
-    if not series["go"]:
-        return None
-    chart = _Chart("Go runtime memory", "MiB", _mib, xrange=xrange)
-    for index, (name, points) in enumerate(series["go"].items()):
-        chart.add(name, _scaled(points, MIB), colour("line", index), stroke_style=_LINE)
-    return chart.render()
-
-
 def render_charts(series: dict[str, Any]) -> dict[str, str | None]:
     """The SVG of each chart by name (``None`` where the series has nothing to draw), all on one
     time axis."""
@@ -332,5 +341,4 @@ def render_charts(series: dict[str, Any]) -> dict[str, str | None]:
         "traffic": traffic_chart(series, xrange),
         "ratio": ratio_chart(series, xrange),
         "replicas": replicas_chart(series, xrange),
-        "go": go_chart(series, xrange),
     }

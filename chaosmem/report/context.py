@@ -28,6 +28,8 @@ MAX_OUTPUT = 600
 #: Longest one-line summary of an output in a table; the full output is folded below it.
 SUMMARY = 120
 _ACTIVITY_MARKS = {"activity-start", "activity-end"}
+#: Keys of an output that say what it means, shown first and alone (the rest is folded).
+_HEADLINE_KEYS = ("verdict", "summary")
 
 
 def _time(value: Any) -> float | None:
@@ -72,6 +74,12 @@ def _output(value: Any) -> str | None:
         text = "; ".join(parts)
     elif isinstance(value, str):
         text = value
+    elif isinstance(value, Mapping):
+        # NB: not sort_keys: "summary" and "verdict" would sort last and be cut off at MAX_OUTPUT;
+        # they lead, and the rest keeps the order the activity returned it in.
+        first = {key: value[key] for key in _HEADLINE_KEYS if key in value}
+        rest = {key: item for key, item in value.items() if key not in first}
+        text = json.dumps({**first, **rest}, default=str)
     else:
         text = json.dumps(value, sort_keys=True, default=str)
     return (
@@ -81,14 +89,27 @@ def _output(value: Any) -> str | None:
     )
 
 
+def _headline(output: Any) -> str | None:
+    """The line an output gives for people: its ``summary``, led by its ``verdict`` when it has
+    both (``stress_outcome``: "oom-killed: the kernel OOM-killed all 1 stressor(s) …")."""
+    if not isinstance(output, Mapping):
+        return None
+    parts = []
+    for key in _HEADLINE_KEYS:
+        item = output.get(key)
+        if isinstance(item, str | int | float) and str(item).strip():
+            parts.append(str(item).strip())
+    return ": ".join(parts) or None
+
+
 def _activity(run: Mapping[str, Any], zero: float) -> dict[str, Any]:
     activity = as_dict(run.get("activity"))
     provider = as_dict(activity.get("provider"))
     start = _time(run.get("start"))
     output = run.get("output")
     text = _output(output)
-    summary = output.get("summary") if isinstance(output, Mapping) else None
-    if not isinstance(summary, str) or not summary.strip():
+    summary = _headline(output)
+    if summary is None:
         summary = text if text is None or len(text) <= SUMMARY else text[: SUMMARY - 1] + "…"
     return {
         "kind": "activity",

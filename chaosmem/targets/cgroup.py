@@ -302,7 +302,7 @@ class Cgroup:
                     raise ChaosmemError(
                         f"{self.path}: cannot enable the memory controller for children ({exc.strerror}); "
                         "on cgroup v2 a group with processes of its own cannot delegate (set "
-                        "chaosmem_cgroup_root to an empty, delegated cgroup)"
+                        "chaosmem_cgroup_root to an empty, delegated cgroup; `chaosmem doctor` says where)"
                     ) from None
         path = self.path / name
         try:

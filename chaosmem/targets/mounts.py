@@ -27,6 +27,7 @@ __all__ = [
     "memory_cgroup_paths",
     "memory_mounts",
     "parse_mountinfo",
+    "read_mountinfo",
 ]
 
 MOUNTINFO_ENV = "CHAOSMEM_MOUNTINFO"
@@ -75,7 +76,8 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
     return mounts
 
 
-def _read_mountinfo() -> str:
+def read_mountinfo() -> str:
+    """The mount table chaosmem reads (``$CHAOSMEM_MOUNTINFO`` or ``/proc/self/mountinfo``)."""
     source = os.environ.get(MOUNTINFO_ENV) or "/proc/self/mountinfo"
     try:
         return Path(source).read_text()
@@ -92,7 +94,7 @@ def _v2_has_memory(mount: CgroupMount) -> bool:
 
 def memory_mounts() -> list[CgroupMount]:
     """The hierarchies to use for memory, preferred first: v1 memory, then v2 with memory."""
-    mounts = parse_mountinfo(_read_mountinfo())
+    mounts = parse_mountinfo(read_mountinfo())
     v1 = [m for m in mounts if m.version == 1]
     v2 = [m for m in mounts if m.version == 2 and _v2_has_memory(m)]
     return v1 + v2

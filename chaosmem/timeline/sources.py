@@ -8,7 +8,7 @@ started yet, a replay that has not written its first second): they say so in the
 Built in: ``targets`` (memory limit, usage, working set, the kernel's peak usage and OOM kills
 of each target), ``stress`` (bytes the
 stressors hold, from ``STATE/stress/*.json``) and ``traffic`` (replay req/s and status mix, from
-``STATE/replays/<latest>/seconds.jsonl``). Later concerns add theirs with
+this run's ``STATE/replays/<id>/seconds.jsonl``). Later concerns add theirs with
 :func:`register_source` — e.g. ``go`` (Go MemStats) or ``replicas`` (autoscaling); the report
 draws a chart for ``go`` and ``replicas`` whenever samples carry them.
 """
@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from chaosmem.errors import ChaosmemError
 from chaosmem.targets import MemoryTarget, resolve_target
 from chaosmem.targets.workingset import memory_breakdown
+from chaosmem.traffic.results import own_replay_id, replays_dir
 
 __all__ = [
     "Resolver",
@@ -236,31 +238,32 @@ _REPLAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class TrafficSource:
-    """The replay's seconds since the last tick, folded into one value.
+    """The seconds of this run's replay since the last tick, folded into one value.
 
-    ``STATE/runs/<run>/replay`` names this run's replay (outside a run: ``STATE/replays/latest``,
-    lines older than the recording ignored); its ``seconds.jsonl`` gains one line per second.
-    The file is read from where the last tick stopped (never re-read whole), and a half-written
-    last line waits for the next tick.
+    Which replay is this run's is the traffic probes' rule (:func:`own_replay_id`): the one
+    ``STATE/runs/<run>/replay`` names, else, outside a run, the latest this process started;
+    never the state dir's ``latest``, whichever run wrote it. A replay already named when the
+    recording began started before it, so it is not this recording's either (NB: a time window
+    around the start cannot tell them apart: a run begun within a second of the previous one's
+    end would count that replay's last second). Its ``seconds.jsonl`` gains one line per second;
+    it is read from where the last tick stopped (never re-read whole), and a half-written last
+    line waits for the next tick.
     """
 
     key = "traffic"
 
     def __init__(self, setup: SourceSetup) -> None:
-        self.replays = setup.state / "replays"
-        self.pointer = (
-            setup.state / "runs" / setup.run / "replay"
-            if setup.run and _REPLAY_ID.fullmatch(setup.run) and ".." not in setup.run
-            else self.replays / "latest"
-        )
-        self.since = setup.started - 1.0
+        self.state = setup.state
+        self.run = setup.run
+        self.since = setup.started
         self.replay: str | None = None
         self.offset = 0
+        self.earlier = self._latest()
 
     def _latest(self) -> str | None:
         try:
-            text = self.pointer.read_text(encoding="utf-8").strip()
-        except OSError:
+            text = own_replay_id(self.state, self.run)
+        except ChaosmemError:
             return None
         return text if _REPLAY_ID.fullmatch(text) and text not in {".", ".."} else None
 
@@ -268,7 +271,7 @@ class TrafficSource:
         if replay != self.replay:
             self.replay, self.offset = replay, 0
         try:
-            with (self.replays / replay / "seconds.jsonl").open("rb") as handle:
+            with (replays_dir(self.state) / replay / "seconds.jsonl").open("rb") as handle:
                 handle.seek(self.offset)
                 chunk = handle.read()
         except OSError:
@@ -287,7 +290,7 @@ class TrafficSource:
 
     def sample(self) -> dict[str, Any] | None:
         replay = self._latest()
-        if replay is None:
+        if replay is None or replay == self.earlier:
             return None
         lines = self._new_lines(replay)
         if not lines:
