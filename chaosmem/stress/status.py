@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chaosmem.lifecycle import write_atomic
+from chaosmem.errors import ChaosmemError
+from chaosmem.state import private_dir, read_private, replace_private
+from chaosmem.validate import check_name
 
 __all__ = [
     "PHASES",
@@ -38,13 +40,11 @@ PHASES = ("ramp", "hold", "release", "done", "killed")
 
 
 def stress_dir(directory: Path) -> Path:
-    path = directory / "stress"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(directory / "stress")
 
 
 def status_path(directory: Path, stressor_id: str) -> Path:
-    return stress_dir(directory) / f"{stressor_id}.json"
+    return stress_dir(directory) / f"{check_name(stressor_id, name='stressor id')}.json"
 
 
 def blocks_path(status: Path) -> Path:
@@ -71,8 +71,8 @@ def log_path(status: Path) -> Path:
 def read_status(path: Path) -> dict[str, Any] | None:
     """The last status, or None when there is none yet (or it cannot be read)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_private(path, limit=1 << 20))
+    except (OSError, ValueError, ChaosmemError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -112,7 +112,7 @@ def read_bounded_status(path: Path) -> dict[str, Any] | None:
 def update_status(path: Path, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into the status and replace it atomically; ``t`` becomes now."""
     status = {**(read_status(path) or {}), **fields, "t": time.time()}
-    write_atomic(path, json.dumps(status, default=str))
+    replace_private(path, json.dumps(status, default=str))
     return status
 
 

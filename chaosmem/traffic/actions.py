@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from chaoslib.types import Configuration, Secrets
 
 from chaosmem.errors import InvalidArgument
-from chaosmem.ledger import Ledger
+from chaosmem.ledger import Ledger, current_run
 from chaosmem.state import state_dir
 from chaosmem.traffic.background import LEDGER_KIND, start_background
 from chaosmem.traffic.oneline import replay_line, started_line, stopped_line
@@ -147,7 +147,8 @@ def stop_traffic_replay(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """Stop background replays of this state dir (all, or ``replay_id``); safe to call twice.
+    """Stop background replays of this state dir (all, or ``replay_id``; inside a run, this
+    run's only); safe to call twice.
 
     Each worker gets SIGTERM and writes its final summary; one that does not stop within 5 s
     is killed. Returns what was done and the final summaries.
@@ -157,7 +158,8 @@ def stop_traffic_replay(
     ledger = Ledger(state)
     stopped: list[str] = []
     summaries: dict[str, Any] = {}
-    for entry in reversed(ledger.read().open(kind=LEDGER_KIND)):
+    # NB: inside a run only this run's replays: one run never stops another's traffic
+    for entry in reversed(ledger.read().open(run=current_run(), kind=LEDGER_KIND)):
         rid = str(entry.target.get("replay_id"))
         if wanted is not None and rid != wanted:
             continue
