@@ -1,9 +1,9 @@
 """Where a stressor reports its progress, and how the parent side reads and amends it.
 
 ``STATE/stress/<id>.json`` is replaced atomically a few times per second by the engine (the
-report/timeline reads ``"bytes"`` from every ``STATE/stress/*.json``). The supervisor writes it
-too, but only when the engine cannot: right after the spawn (so the pid is there at once) and
-after the kernel OOM-killed it (``"phase": "killed"``). Block addresses go to
+timeline reads its ``"bytes"`` for the stressors the ledger records for the run). The supervisor
+writes it too, but only when the engine cannot: right after the spawn (so the pid is there at
+once) and after the kernel OOM-killed it (``"phase": "killed"``). Block addresses go to
 ``<id>.blocks.jsonl``, the exact progress counter to ``<id>.progress`` and the engine's output
 to ``<id>.log``; none of them matches ``*.json``.
 """
@@ -11,6 +11,8 @@ to ``<id>.log``; none of them matches ``*.json``.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import struct
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = [
     "log_path",
     "progress_path",
     "read_blocks",
+    "read_bounded_status",
     "read_progress",
     "read_status",
     "status_path",
@@ -72,6 +75,38 @@ def read_status(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, ChaosmemError):
         return None
     return data if isinstance(data, dict) else None
+
+
+#: A status file is a few hundred bytes; anything this large is not one.
+_STATUS_MAX = 1 << 20
+
+
+def _refuse_constant(text: str) -> float:
+    raise ValueError(f"non-finite number {text}")
+
+
+def read_bounded_status(path: Path) -> dict[str, Any] | None:
+    """The status file as an object, for readers that trust nothing in it (probes, timeline):
+    opened without following a symlink, bounded in size; None when it is missing, not a regular
+    file, too large or not a JSON object."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _STATUS_MAX:
+            return None
+        data = os.read(fd, _STATUS_MAX + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def update_status(path: Path, **fields: Any) -> dict[str, Any]:

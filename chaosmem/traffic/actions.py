@@ -19,6 +19,7 @@ from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import Ledger, current_run
 from chaosmem.state import state_dir
 from chaosmem.traffic.background import LEDGER_KIND, start_background
+from chaosmem.traffic.oneline import replay_line, started_line, stopped_line
 from chaosmem.traffic.options import DEFAULT_CONCURRENCY, parse_options
 from chaosmem.traffic.replay import run_replay
 from chaosmem.traffic.results import read_summary
@@ -110,7 +111,7 @@ def replay_traffic(
             started["replay_id"],
             started["pid"],
         )
-        return started
+        return {**started, "summary": started_line(started)}
     summary = _blocking(lambda: run_replay(options, state=state))
     summary = {k: v for k, v in summary.items() if k != "histograms"}  # for files, not journals
     logger.info(
@@ -118,7 +119,7 @@ def replay_traffic(
         summary["replay_id"], summary["state"], summary["sent"], summary["req_per_s"],
         summary["status"], {k: v for k, v in summary["errors"].items() if v},
     )  # fmt: skip
-    return summary
+    return {**summary, "summary": replay_line(summary)}
 
 
 def _replay_in_pods(
@@ -138,7 +139,7 @@ def _replay_in_pods(
         summary["replay_id"], job.pods, summary["state"], summary["sent"], summary["status"],
         {k: v for k, v in summary["errors"].items() if v},
     )  # fmt: skip
-    return summary
+    return {**summary, "summary": replay_line(summary)}
 
 
 def stop_traffic_replay(
@@ -175,4 +176,8 @@ def stop_traffic_replay(
         )
     for line in stopped:
         logger.info("chaosmem: %s", line)
-    return {"stopped": stopped, "summaries": summaries}
+    return {
+        "stopped": stopped,
+        "summaries": summaries,
+        "summary": stopped_line(stopped, summaries),
+    }
