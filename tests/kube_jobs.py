@@ -12,10 +12,18 @@ SIGTERM (as the kubelet does) and removes them.
 
 Every Job created is checked against the Kubernetes 1.33 schemas (``kubernetes-validate``,
 strict) before it is accepted, as an API server would refuse a malformed one.
+
+Secrets (create, read, delete) are stored as the API server stores them (``stringData`` folded
+into base64 ``data``), also checked against the schemas. A container env var with
+``valueFrom.secretKeyRef`` gets the Secret's value; while the Secret (or its key) is missing
+the kubelet holds the container, as a real one does (``CreateContainerConfigError``, retried),
+until the Secret appears or the Job is deleted. There is no garbage collector: an owned Secret
+stays until someone deletes it, so tests see what chaosmem itself deletes.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -23,6 +31,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,14 +63,74 @@ class JobDouble(KubeDouble):
     logs: dict[tuple[str, str], bytes] = field(default_factory=dict)
     processes: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
     manifests: list[dict[str, Any]] = field(default_factory=list)
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    secret_manifests: list[dict[str, Any]] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         jobs = r"/apis/batch/v1/namespaces/([^/]+)/jobs"
+        secrets = r"/api/v1/namespaces/([^/]+)/secrets"
+        self.route("POST", secrets, self._create_secret)
+        self.route("GET", secrets + r"/([^/]+)", self._read_secret)
+        self.route("DELETE", secrets + r"/([^/]+)", self._delete_secret)
         self.route("POST", jobs, self._create_job)
         self.route("GET", jobs + r"/([^/]+)(?:/status)?", self._read_job)
         self.route("DELETE", jobs + r"/([^/]+)", self._delete_job)
         self.route("GET", r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", self._read_log)
+
+    # -- secrets ------------------------------------------------------------------------------
+
+    def _create_secret(self, _d: KubeDouble, r: Request, namespace: str) -> tuple[int, Any]:
+        secret = copy.deepcopy(r.body)
+        try:
+            kubernetes_validate.validate(secret, "1.33.0", strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            return 422, status_body(422, "Invalid", f"Secret is invalid: {exc.message}")
+        with self.lock:
+            if namespace not in self.namespaces:
+                return 404, not_found("namespaces", namespace)
+            name = secret["metadata"]["name"]
+            if (namespace, name) in self.secrets:
+                return 409, status_body(409, "AlreadyExists", f'secrets "{name}" already exists')
+            self.secret_manifests.append(copy.deepcopy(secret))
+            data = dict(secret.get("data") or {})
+            for key, value in (secret.pop("stringData", None) or {}).items():
+                data[key] = base64.b64encode(value.encode()).decode()
+            secret["data"] = data
+            secret["metadata"]["namespace"] = namespace
+            self._stamp(secret)
+            self.secrets[(namespace, name)] = secret
+            return 201, copy.deepcopy(secret)
+
+    def _read_secret(
+        self, _d: KubeDouble, _r: Request, namespace: str, name: str
+    ) -> tuple[int, Any]:
+        with self.lock:
+            secret = self.secrets.get((namespace, name))
+            if secret is None:
+                return 404, not_found("secrets", name)
+            return 200, copy.deepcopy(secret)
+
+    def _delete_secret(
+        self, _d: KubeDouble, _r: Request, namespace: str, name: str
+    ) -> tuple[int, Any]:
+        with self.lock:
+            if self.secrets.pop((namespace, name), None) is None:
+                return 404, not_found("secrets", name)
+        return 200, status_body(200, "Success", f'secrets "{name}" deleted')
+
+    def _env_value(self, namespace: str, item: dict[str, Any]) -> str | None:
+        """An env item's value; None while the Secret or key it refers to is missing."""
+        if "value" in item:
+            return str(item["value"])
+        ref = item["valueFrom"]["secretKeyRef"]
+        with self.lock:
+            secret = self.secrets.get((namespace, ref["name"]))
+        data = (secret or {}).get("data") or {}
+        if ref["key"] not in data:
+            return None
+        return base64.b64decode(data[ref["key"]]).decode()
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -97,9 +166,38 @@ class JobDouble(KubeDouble):
         pod["metadata"]["labels"]["job-name"] = job["metadata"]["name"]
         pod["spec"]["restartPolicy"] = template["spec"]["restartPolicy"]
         self.add_pod(pod)
+        with self.lock:
+            self.jobs[(namespace, job["metadata"]["name"])]["status"]["active"] += 1
+        threading.Thread(
+            target=self._run_pod, args=(namespace, name, job, index), daemon=True
+        ).start()
+
+    def _container_env(self, namespace: str, container: dict[str, Any]) -> dict[str, str] | None:
         env = {k: v for k, v in os.environ.items() if k not in {"KUBECONFIG"}}
         for item in container.get("env", []):
-            env[item["name"]] = item["value"]
+            value = self._env_value(namespace, item)
+            if value is None:
+                return None
+            env[item["name"]] = value
+        return env
+
+    def _launch(
+        self, namespace: str, name: str, job: dict[str, Any], index: int
+    ) -> subprocess.Popen[bytes] | None:
+        """The pod's container process, once its env can be resolved; None if its Job went."""
+        template = job["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        job_key = (namespace, job["metadata"]["name"])
+        while True:
+            env = self._container_env(namespace, container)
+            if env is not None or self.stopping.is_set():
+                break
+            with self.lock:
+                if job_key not in self.jobs:
+                    return None
+            time.sleep(0.05)  # the kubelet retrying CreateContainerConfigError
+        if env is None:
+            return None
         env["JOB_COMPLETION_INDEX"] = str(index)
         mount = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
         for volume in template["spec"].get("volumes", []):
@@ -115,17 +213,20 @@ class JobDouble(KubeDouble):
         env["CHAOSMEM_WORK_DIR"] = str(self.work / name / "tmp")
         env["PYTHONPATH"] = str(REPO)
         command = [sys.executable if c == "python" else c for c in container["command"]]
-        proc = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
-        )
         with self.lock:
+            if job_key not in self.jobs or self.stopping.is_set():
+                return None
+            proc = subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
+            )
             self.processes[(namespace, name)] = proc
-            self.jobs[(namespace, job["metadata"]["name"])]["status"]["active"] += 1
-        threading.Thread(
-            target=self._run_pod, args=(namespace, name, job["metadata"]["name"], proc), daemon=True
-        ).start()
+        return proc
 
-    def _run_pod(self, namespace: str, pod: str, job: str, proc: subprocess.Popen[bytes]) -> None:
+    def _run_pod(self, namespace: str, pod: str, job_obj: dict[str, Any], index: int) -> None:
+        job = job_obj["metadata"]["name"]
+        proc = self._launch(namespace, pod, job_obj, index)
+        if proc is None:
+            return
         out, _ = proc.communicate()
         code = proc.returncode
         with self.lock:
@@ -231,6 +332,8 @@ class JobDouble(KubeDouble):
         return self
 
     def stop(self) -> None:
+        with self.lock:
+            self.stopping.set()
         for proc in self.processes.values():
             if proc.poll() is None:
                 proc.kill()

@@ -67,7 +67,15 @@ def test_rbac_grants_what_the_backend_calls() -> None:
     assert "patch" in rules[("apps", "deployments")]
     assert "get" in rules[("", "namespaces")]
     assert "get" in rules[("autoscaling", "horizontalpodautoscalers")]
-    # nothing broader than needed
-    assert all("*" not in verbs and "delete" not in verbs for verbs in rules.values())
+    # a replay Job (scale=): the Job, its status, its pods' logs, and its credentials' Secret,
+    # which chaosmem writes and deletes but never reads back
+    assert rules[("batch", "jobs")] == {"create", "get", "delete"}
+    assert rules[("batch", "jobs/status")] == {"get"}
+    assert rules[("", "pods/log")] == {"get"}
+    assert rules[("", "secrets")] == {"create", "delete"}
+    # nothing broader than needed: delete only what chaosmem itself creates
+    assert all("*" not in verbs for verbs in rules.values())
+    deletable = {key for key, verbs in rules.items() if "delete" in verbs}
+    assert deletable == {("batch", "jobs"), ("", "secrets")}
     cron = docs["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert cron["serviceAccountName"] == "chaosmem"

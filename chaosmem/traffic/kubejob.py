@@ -16,6 +16,16 @@ as ``shards/<k>/`` of the replay and merges them with the same code as worker pr
 The Job is on the ledger (kind ``replay-job``) before it is created; it is deleted when its
 results are read, on rollback, and after a crash by ``chaosmem rollback``; its own
 ``activeDeadlineSeconds`` ends it even if nothing of ours survives to delete it.
+
+Credentials stay out of the Job: its spec carries the options as summaries and journals do
+(:meth:`ReplayOptions.public_spec`, masked), because anyone who may ``get jobs`` (or read the
+pods) sees it. The masked values (credential headers, a password in ``target_url``, a
+credential in ``capture_url``) go into a ``Secret`` of the Job's name, created right after the
+Job and owned by it (``ownerReferences``: the garbage collector deletes it with the Job, even
+when ``ttlSecondsAfterFinished`` is what deletes the Job). The pod gets it as one env var
+(``valueFrom.secretKeyRef``; the kubelet holds the container until the Secret exists) and
+merges it back. The Secret is on the Job's ledger entry and deleted with the Job, explicitly:
+at the end, on rollback and by ``chaosmem rollback``. No Secret when nothing is secret.
 """
 
 from __future__ import annotations
@@ -30,8 +40,9 @@ from urllib.parse import urlsplit
 
 from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import Entry, Ledger, current_run, register_undo
+from chaosmem.secrets import redact_url
 from chaosmem.traffic.options import ReplayOptions
-from chaosmem.traffic.pod import LOG_SECOND, LOG_SUMMARY
+from chaosmem.traffic.pod import LOG_SECOND, LOG_SUMMARY, SECRET_ENV
 from chaosmem.traffic.results import new_replay_id, replay_dir, set_latest, write_json_atomic
 from chaosmem.traffic.shard import ShardMerger
 from chaosmem.units import parse_duration
@@ -44,11 +55,15 @@ __all__ = [
     "job_manifest",
     "parse_scale",
     "run_job",
+    "secret_manifest",
+    "secret_values",
 ]
 
 LEDGER_KIND = "replay-job"
 CAPTURE_MOUNT = "/capture"
 CONTAINER = "replay"
+#: The key of the replay's Secret that holds its masked values (JSON, see :func:`secret_values`).
+SECRET_KEY = "replay.json"
 MAX_PODS = 1000
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
@@ -152,20 +167,72 @@ def _deadline(options: ReplayOptions, scale: JobScale) -> int:
     return 3600
 
 
+def _labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "chaosmem", "chaosmem/replay": name}
+
+
+def secret_values(options: ReplayOptions, scale: JobScale) -> dict[str, Any]:
+    """What the Job's spec shows masked, with the real values: ``options`` (the
+    :meth:`ReplayOptions.secret_spec` arguments) and ``capture_url``, each only when it holds a
+    secret; empty when nothing does (then there is no Secret)."""
+    values: dict[str, Any] = {}
+    secret = options.secret_spec()
+    if secret:
+        values["options"] = secret
+    kind, source = scale.source
+    if kind == "capture_url" and redact_url(source) != source:
+        values["capture_url"] = source
+    return values
+
+
+def secret_manifest(
+    options: ReplayOptions, scale: JobScale, *, replay_id: str, owner_uid: str | None = None
+) -> dict[str, Any] | None:
+    """The ``v1`` Secret of the Job's name holding :func:`secret_values`, owned by the Job
+    (``owner_uid``: the created Job's uid); None when there is nothing secret."""
+    values = secret_values(options, scale)
+    if not values:
+        return None
+    name = job_name(replay_id)
+    metadata: dict[str, Any] = {"name": name, "namespace": scale.namespace, "labels": _labels(name)}
+    if owner_uid is not None:
+        metadata["ownerReferences"] = [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": owner_uid}
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        # NB: never changed, so the kubelet need not watch it
+        "immutable": True,
+        "stringData": {SECRET_KEY: json.dumps(values, sort_keys=True)},
+    }
+
+
 def job_manifest(
     options: ReplayOptions, scale: JobScale, *, replay_id: str, start_at: float
 ) -> dict[str, Any]:
-    """The ``batch/v1`` Job: ``scale.pods`` indexed pods, each replaying its shard."""
+    """The ``batch/v1`` Job: ``scale.pods`` indexed pods, each replaying its shard; masked
+    options, the real values by reference to :func:`secret_manifest`'s Secret."""
     name = job_name(replay_id)
-    labels = {"app.kubernetes.io/name": "chaosmem", "chaosmem/replay": name}
+    labels = _labels(name)
     kind, source = scale.source
     spec = {
-        "options": {**options.to_spec(), "workers": 1},
+        "options": {**options.public_spec(), "workers": 1},
         "replay_id": replay_id,
         "start_at": start_at,
         "shards": scale.pods,
-        "capture_url": source if kind == "capture_url" else None,
+        "capture_url": redact_url(source) if kind == "capture_url" else None,
     }
+    env: list[dict[str, Any]] = [
+        {"name": "CHAOSMEM_REPLAY", "value": json.dumps(spec, sort_keys=True)},
+        {"name": "CHAOSMEM_CAPTURE_DIR", "value": CAPTURE_MOUNT},
+    ]
+    if secret_values(options, scale):
+        env.append(
+            {"name": SECRET_ENV, "valueFrom": {"secretKeyRef": {"name": name, "key": SECRET_KEY}}}
+        )
     volume: dict[str, Any] = {"name": "capture"}
     if kind == "capture_configmap":
         volume["configMap"] = {"name": source}
@@ -177,10 +244,7 @@ def job_manifest(
         "name": CONTAINER,
         "image": scale.image,
         "command": ["python", "-m", "chaosmem.traffic.pod"],
-        "env": [
-            {"name": "CHAOSMEM_REPLAY", "value": json.dumps(spec, sort_keys=True)},
-            {"name": "CHAOSMEM_CAPTURE_DIR", "value": CAPTURE_MOUNT},
-        ],
+        "env": env,
         "volumeMounts": [
             {"name": "capture", "mountPath": CAPTURE_MOUNT, "readOnly": kind != "capture_url"}
         ],
@@ -239,10 +303,43 @@ def delete_job(api: Any, namespace: str, name: str) -> str:
     return f"replay job {namespace}/{name} deleted"
 
 
+def delete_secret(api: Any, namespace: str, name: str) -> str:
+    """Delete the replay's Secret; one already gone (or never created) is fine."""
+    from chaosmem.kube.client import NotFound
+
+    try:
+        api.call(
+            api.core.delete_namespaced_secret,
+            name,
+            namespace,
+            what=f"deleting secret {namespace}/{name}",
+        )
+    except NotFound:
+        return f"replay secret {namespace}/{name} was already gone"
+    return f"replay secret {namespace}/{name} deleted"
+
+
+def _delete_all(api: Any, namespace: str, name: str, secret: str | None) -> str:
+    """The Job, then its Secret (even when deleting the Job failed): what was done."""
+    try:
+        done = delete_job(api, namespace, name)
+    except BaseException:
+        if secret is not None:
+            delete_secret(api, namespace, secret)
+        raise
+    return done if secret is None else f"{done}; {delete_secret(api, namespace, secret)}"
+
+
 @register_undo(LEDGER_KIND)
 def _undo_job(entry: Entry, configuration: Mapping[str, Any] | None) -> str:
     undo = entry.undo
-    return delete_job(_connect(configuration), str(undo["namespace"]), str(undo["name"]))
+    secret = undo.get("secret")
+    return _delete_all(
+        _connect(configuration),
+        str(undo["namespace"]),
+        str(undo["name"]),
+        str(secret) if secret is not None else None,
+    )
 
 
 def _parse_log(text: str) -> tuple[list[str], dict[str, Any] | None]:
@@ -304,20 +401,35 @@ def run_job(
     start_at = time.time() + scale.start_delay
     manifest = job_manifest(options, scale, replay_id=rid, start_at=start_at)
     name = manifest["metadata"]["name"]
+    has_secret = bool(secret_values(options, scale))
+    undo: dict[str, Any] = {"namespace": scale.namespace, "name": name}
+    if has_secret:
+        undo["secret"] = name
     ledger = Ledger(state)
     entry = ledger.record(
         kind=LEDGER_KIND,
         target={"replay_id": rid, "namespace": scale.namespace, "job": name},
-        undo={"namespace": scale.namespace, "name": name},
+        undo=undo,
     )
     outcome = "failed"
     try:
-        api.call(
+        created = api.call(
             _batch(api).create_namespaced_job,
             scale.namespace,
             manifest,
             what=f"creating job {scale.namespace}/{name}",
         )
+        secret = secret_manifest(
+            options, scale, replay_id=rid, owner_uid=(created.get("metadata") or {}).get("uid")
+        )
+        if secret is not None:
+            # NB: after the Job, to be owned by it; its pods wait for it (start_delay's room)
+            api.call(
+                api.core.create_namespaced_secret,
+                scale.namespace,
+                secret,
+                what=f"creating secret {scale.namespace}/{name}",
+            )
         deadline = manifest["spec"]["activeDeadlineSeconds"]
         job = _wait_job(
             api, scale.namespace, name, pods=scale.pods, until=time.monotonic() + deadline + 60
@@ -329,8 +441,8 @@ def run_job(
             "replay_id": rid,
             "run": current_run(),
             "pid": None,
-            "target_url": options.target_url,
-            "options": options.to_spec(),
+            "target_url": redact_url(options.target_url),
+            "options": options.public_spec(),
             "workers": scale.pods,
             "started_at": start_at,
             "job": {"namespace": scale.namespace, "name": name, "status": job.get("status")},
@@ -346,7 +458,7 @@ def run_job(
         return summary
     finally:
         try:
-            delete_job(api, scale.namespace, name)
+            _delete_all(api, scale.namespace, name, name if has_secret else None)
         finally:
             ledger.close(entry, f"replay job {outcome}")
 

@@ -3,13 +3,17 @@
 Reads the replay from ``$CHAOSMEM_REPLAY`` (the options, the shard count, the agreed start
 time) and its shard from ``$JOB_COMPLETION_INDEX`` (set by Kubernetes for an Indexed Job). The
 capture is in ``$CHAOSMEM_CAPTURE_DIR`` (a ConfigMap or PVC volume), or is first downloaded
-there from ``capture_url``. The pod compiles it, replays its shard from the start time, and
+there from ``capture_url``. What the Job's spec shows masked (credential headers, a URL's
+password) comes from the replay's Secret in ``$CHAOSMEM_REPLAY_SECRETS`` and is merged back
+here, in memory only: it is removed from the environment at once, and nothing the pod prints
+holds it (its summary carries the masked options). The pod compiles the capture, replays its shard from the start time, and
 prints its per-second lines and its summary as its last log lines, where the coordinator
 reads them. SIGTERM (the Job deleted, its deadline) stops it gracefully: the lines still print.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -17,29 +21,68 @@ import shutil
 import sys
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.options import parse_options
 from chaosmem.traffic.replay import run_engine
 from chaosmem.traffic.schedule import Schedule
 
-__all__ = ["LOG_SECOND", "LOG_SUMMARY", "main"]
+__all__ = ["LOG_SECOND", "LOG_SUMMARY", "SECRET_ENV", "main", "merge_secrets"]
 
 LOG_SECOND = "chaosmem-second "
 LOG_SUMMARY = "chaosmem-summary "
+#: The env var the kubelet fills from the replay's Secret (``valueFrom.secretKeyRef``).
+SECRET_ENV = "CHAOSMEM_REPLAY_SECRETS"
+_SECRET_OPTIONS = frozenset({"headers", "target_url"})
+
+
+def merge_secrets(spec: dict[str, Any], text: str | None) -> dict[str, Any]:
+    """``spec`` (from ``$CHAOSMEM_REPLAY``) with the Secret's real values in place of the masked
+    ones. A malformed Secret is a ValueError that never quotes it."""
+    if not text:
+        return spec
+    try:
+        values = json.loads(text)
+    except ValueError:
+        raise ValueError(f"${SECRET_ENV} is not JSON") from None
+    if not isinstance(values, dict) or not set(values) <= {"options", "capture_url"}:
+        raise ValueError(f"${SECRET_ENV} is not an object of options and capture_url")
+    options = values.get("options", {})
+    if not isinstance(options, dict) or not set(options) <= _SECRET_OPTIONS:
+        raise ValueError(f"${SECRET_ENV}: options may only hold headers and target_url")
+    capture_url = values.get("capture_url")
+    if capture_url is not None and not isinstance(capture_url, str):
+        raise ValueError(f"${SECRET_ENV}: capture_url is not a string")
+    merged = {**spec, "options": {**spec["options"], **options}}
+    if capture_url is not None:
+        merged["capture_url"] = capture_url
+    return merged
 
 
 def _download(url: str, into: Path) -> Path:
-    name = os.path.basename(urlsplit(url).path) or "capture"
+    parts = urlsplit(url)
+    name = os.path.basename(parts.path) or "capture"
     target = into / name
-    with urllib.request.urlopen(url, timeout=60) as response, target.open("wb") as out:
+    request = urllib.request.Request(url)
+    if parts.username is not None:  # NB: urllib does not use a URL's user info itself
+        host = parts.netloc.rpartition("@")[2]
+        request = urllib.request.Request(parts._replace(netloc=host).geturl())
+        user = unquote(parts.username) + ":" + unquote(parts.password or "")
+        request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
+    with urllib.request.urlopen(request, timeout=60) as response, target.open("wb") as out:
         shutil.copyfileobj(response, out, 1 << 20)
     return target
 
 
 def main() -> int:
-    spec = json.loads(os.environ["CHAOSMEM_REPLAY"])
+    secret = os.environ.pop(SECRET_ENV, None)  # NB: not inherited by anything started here
+    try:
+        spec = merge_secrets(json.loads(os.environ["CHAOSMEM_REPLAY"]), secret)
+    except ValueError as exc:
+        print(f"chaosmem: {exc}", file=sys.stderr)
+        return 2
     index = int(os.environ["JOB_COMPLETION_INDEX"])
     shards = int(spec["shards"])
     if not 0 <= index < shards:
