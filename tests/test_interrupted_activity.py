@@ -23,6 +23,7 @@ import pytest
 
 from chaosmem.interrupts import take_interrupts
 from chaosmem.ledger import Ledger
+from chaosmem.lifecycle import cmdline
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.traffic.options import parse_options
 from chaosmem.traffic.replay import run_replay
@@ -450,3 +451,52 @@ def test_a_sharded_replay_that_ends_puts_the_handlers_back(tmp_path: Path) -> No
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
+
+
+def _processes_running(marker: str) -> list[int]:
+    """Pids whose command line names ``marker`` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and any(marker in arg for arg in cmdline(int(entry.name))):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_signal_while_the_workers_start_stops_the_replay_before_it_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers that take 3 s to start (a real ``sitecustomize`` on their path sleeps): a SIGTERM
+    meanwhile ends them before any start time is handed out; nothing is sent, the merged
+    summary says stopped, and the signal still reaches its owner."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import time\ntime.sleep(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(slow))
+    state = tmp_path / "state"
+    seen: list[int] = []
+    found: list[int] = []
+
+    def interrupt_while_starting() -> None:
+        deadline = time.monotonic() + 30
+        while len(found) < 2 and time.monotonic() < deadline:
+            found[:] = _processes_running(str(state / "replays"))
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
+    take_interrupts()
+    try:
+        capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
+        with RecordingServer() as server:
+            sender = threading.Thread(target=interrupt_while_starting, daemon=True)
+            sender.start()
+            summary = run_replay(_sharded_options(capture, server.url), state=state)
+            sender.join(5)
+            arrived = len(server.arrived)
+        assert len(found) == 2, "the workers were not seen starting"
+        assert summary["state"] == "stopped" and summary["sent"] == 0 == arrived, summary
+        assert not [pid for pid in found if _running(pid)]
+        assert seen == [signal.SIGTERM]
+        assert [i.work for i in take_interrupts()] == ["replay_traffic"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
