@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from chaosmem import __version__
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.ledger import LEDGER_FILE
+from chaosmem.ledger import LEDGER_FILE, Ledger
 from chaosmem.rollback import rollback
 from chaosmem.state import state_dir
 
@@ -33,6 +35,15 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def _sweep_root(args: argparse.Namespace) -> Path:
+    from chaosmem.targets.cgroup import Cgroup
+    from chaosmem.targets.mounts import memory_cgroup_of
+
+    if args.cgroup_root:
+        return Cgroup.at(args.cgroup_root).path  # a memory cgroup directory, or a clear error
+    return memory_cgroup_of("self")
+
+
 def _rollback(args: argparse.Namespace) -> int:
     config = {"chaosmem_state_dir": args.state_dir} if args.state_dir else None
     # NB: a --state-dir must hold a ledger: a typo after a crash must not read as "nothing to
@@ -44,14 +55,27 @@ def _rollback(args: argparse.Namespace) -> int:
             str(directory),
             "the state directory of a chaosmem run; no such directory",
         )
-    if args.state_dir and not (directory / LEDGER_FILE).is_file():
+    # NB: lexists: a ledger that is a directory or a symlink gets the ledger's own clear error
+    if args.state_dir and not os.path.lexists(directory / LEDGER_FILE):
         raise InvalidArgument(
             "--state-dir",
             str(directory),
             f"the state directory of a chaosmem run; it holds no {LEDGER_FILE}, so chaosmem "
             "recorded no change there (is it the directory the run used?)",
         )
+    torn = Ledger(directory).read().torn
     steps = rollback(directory, run=args.run, dry_run=args.dry_run)
+    code = 1 if any(not s.ok for s in steps) else 0
+    if torn:
+        # NB: an unreadable line may have been an entry whose change is still in place.
+        shown = ", ".join(str(n) for n in torn[:10]) + (" ..." if len(torn) > 10 else "")
+        print(
+            f"chaosmem rollback: {len(torn)} line(s) of {Ledger(directory).path} could not be "
+            f"read (line {shown}); what they recorded may still be in place: run "
+            "`chaosmem rollback --sweep` to find leftover services and stressors",
+            file=sys.stderr,
+        )
+        code = 1
     if args.json:
         print(
             json.dumps(
@@ -69,10 +93,19 @@ def _rollback(args: argparse.Namespace) -> int:
             )
         )
     elif not steps:
-        print(f"nothing to roll back in {directory}")
+        print(f"nothing {'readable ' if torn else ''}to roll back in {directory}")
     for step in [] if args.json else steps:
         print(("FAILED " + step.error) if step.error else step.done)
-    return 1 if any(not s.ok for s in steps) else 0
+    if args.sweep:
+        from chaosmem.sweep import sweep
+
+        found = sweep(directory, root=_sweep_root(args), dry_run=args.dry_run)
+        for line in found.ended + found.kept:
+            print(line)
+        for line in found.errors:
+            print("FAILED " + line)
+        code = 1 if found.errors else code
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be undone, change nothing"
     )
     undo.add_argument("--json", action="store_true", help="print the steps as JSON")
+    undo.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also find and end leftover chaosmem-* service cgroups and stressors under the "
+        "cgroup root without the ledger (those of runs still going are left alone)",
+    )
+    undo.add_argument(
+        "--cgroup-root",
+        help="where --sweep looks (default: this process's memory cgroup, where start_service "
+        "creates services unless chaosmem_cgroup_root says otherwise)",
+    )
     undo.set_defaults(handler=_rollback)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

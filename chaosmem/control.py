@@ -54,7 +54,7 @@ from chaosmem.prometheus.client import settings_from
 from chaosmem.prometheus.source import parse_queries
 from chaosmem.rollback import rollback
 from chaosmem.safeguards.trip import holding_exits, tripped
-from chaosmem.state import state_dir
+from chaosmem.state import private_dir, state_dir
 from chaosmem.targets import TARGET_TYPES, OomWatch, resolve_target
 from chaosmem.targets.oomwatch import OomEvent, OomWatcher
 from chaosmem.timeline import Recorder
@@ -291,8 +291,7 @@ def _begin(
         raise InterruptExecution(f"chaosmem control: {exc}") from None
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     base = state_dir(configuration)
-    directory = base / "runs" / run_id
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_dir(base / "runs" / run_id)
     set_current_run(run_id)
     config = dict(configuration or {})
     specs: list[dict[str, Any]] = []

@@ -8,16 +8,22 @@ the control replay the open entries backwards; undo handlers are idempotent, so 
 change never happened (a crash between record and apply) is undone harmlessly.
 
 The file is JSON lines, append-only, guarded by ``flock`` so that several processes (the
-experiment, its stressors, a rollback) can share it. A torn last line from a crash mid-write is
-skipped and counted, never fatal.
+experiment, its stressors, a rollback) can share it. A line that cannot be read (a crash
+mid-write, bytes from elsewhere) is skipped and counted, never silently: ``chaosmem rollback``
+says how many and exits non-zero, because such a line may have been an entry. The ledger is
+opened without following symlinks, and a ledger that is a directory or unreadable is a clear
+error.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import inspect
 import json
+import math
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -120,11 +126,53 @@ class LedgerRead:
         ]
 
 
+#: A ledger line is a few hundred bytes; anything far longer is not ours.
+MAX_LINE = 1 << 20
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise ValueError(value)
+    return value
+
+
+def _moment(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(value)
+    moment = float(value)
+    if not math.isfinite(moment) or not 0 <= moment < 1e11:
+        raise ValueError(value)
+    return moment
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(value)
+    return value
+
+
+def _open_entry(record: dict[str, Any]) -> Entry:
+    pid = record["pid"]
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 1 << 31:
+        raise ValueError(pid)
+    run = record.get("run")
+    return Entry(
+        id=_text(record["id"]),
+        kind=_text(record["kind"]),
+        target=_object(record["target"]),
+        undo=_object(record["undo"]),
+        run=_text(run) if run else None,
+        at=_moment(record["at"]),
+        pid=pid,
+    )
+
+
 def parse_ledger(text: str) -> LedgerRead:
     """Fold the ledger's lines into entries: an ``open`` line creates one, a ``close`` line ends it.
 
-    Lines that are not JSON objects of the expected shape (a crash mid-write, a hand edit) are
-    skipped and their line numbers reported in ``torn``.
+    Lines that are not JSON objects of the expected shape (a crash mid-write, a hand edit,
+    garbage) are skipped and their line numbers reported in ``torn``: whatever the bytes (huge
+    or non-finite numbers, deep nesting, megabytes on one line), never an exception.
     """
     result = LedgerRead()
     index: dict[str, int] = {}
@@ -132,34 +180,28 @@ def parse_ledger(text: str) -> LedgerRead:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            if len(line) > MAX_LINE:
+                raise ValueError("line too long")
+            record = _object(json.loads(line))
             op = record["op"]
             if op == "open":
-                entry = Entry(
-                    id=str(record["id"]),
-                    kind=str(record["kind"]),
-                    target=dict(record["target"]),
-                    undo=dict(record["undo"]),
-                    run=record.get("run"),
-                    at=float(record["at"]),
-                    pid=int(record["pid"]),
-                )
+                entry = _open_entry(record)
                 index[entry.id] = len(result.entries)
                 result.entries.append(entry)
-            elif op == "close" and record["id"] in index:
+            elif op == "close" and isinstance(record["id"], str) and record["id"] in index:
                 pos = index[record["id"]]
                 old = result.entries[pos]
                 result.entries[pos] = Entry(
                     **{
                         **old.__dict__,
                         "closed": True,
-                        "outcome": str(record["outcome"]),
-                        "closed_at": float(record["at"]),
+                        "outcome": str(record["outcome"])[:256],
+                        "closed_at": _moment(record["at"]),
                     }
                 )
             else:
                 raise ValueError(op)
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
             result.torn.append(number)
     return result
 
@@ -171,10 +213,33 @@ class Ledger:
         self.directory = directory
         self.path = directory / LEDGER_FILE
 
+    def _open(self, flags: int) -> int:
+        """The ledger's fd, never through a symlink; a clear error for what is not a file."""
+        try:
+            fd = os.open(self.path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise
+            what = {
+                errno.ELOOP: "is a symlink (chaosmem does not follow links in its state dir)",
+                errno.EISDIR: "is a directory, not a ledger file",
+                errno.EACCES: "cannot be opened by this user",
+            }.get(exc.errno or 0, f"cannot be opened ({exc.strerror})")
+            raise ChaosmemError(
+                f"the ledger {self.path} {what}; move it aside and run "
+                "`chaosmem rollback --sweep` to find what it recorded"
+            ) from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            what = "is a directory, not a ledger file" if stat.S_ISDIR(mode) else "is not a file"
+            raise ChaosmemError(f"the ledger {self.path} {what}; move it aside")
+        return fd
+
     @contextmanager
     def _locked(self) -> Iterator[int]:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = self._open(os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield fd
@@ -223,10 +288,17 @@ class Ledger:
 
     def read(self) -> LedgerRead:
         try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
+            fd = self._open(os.O_RDONLY)
         except FileNotFoundError:
             return LedgerRead()
-        return parse_ledger(text)
+        with os.fdopen(fd, "rb") as stream:
+            try:
+                raw = stream.read()
+            except OSError as exc:
+                raise ChaosmemError(
+                    f"the ledger {self.path} cannot be read ({exc.strerror})"
+                ) from None
+        return parse_ledger(raw.decode("utf-8", errors="replace"))
 
     def undo(self, entry: Entry, configuration: Mapping[str, Any] | None = None) -> str:
         """Run the entry's undo handler and close it; returns what was done, in words."""

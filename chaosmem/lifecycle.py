@@ -1,6 +1,6 @@
-"""The end of what chaosmem starts: which process is still ours, ending it, and files others read.
+"""The end of what chaosmem starts: which process is still ours, and ending it.
 
-One copy of three things every starter of processes needs (services, stressors, replay
+One copy of two things every starter of processes needs (services, stressors, replay
 workers), so they behave the same everywhere:
 
 * :func:`cmdline` / :func:`alive`: a pid alone is no identity. After a crash, a reboot or just a
@@ -10,8 +10,8 @@ workers), so they behave the same everywhere:
 * :func:`end_processes`: SIGTERM, then SIGKILL after a grace period, until none of the
   processes is ours any more; each round asks the caller again which pids are left, so a
   recycled pid is never signalled and a process forked meanwhile is not missed.
-* :func:`write_atomic`: readers in other processes see the old file or the new one, never half
-  of one; the temporary file is created exclusively, 0600, without following a symlink.
+
+(Files others read are replaced atomically by :func:`chaosmem.state.replace_private`.)
 
 (The stress engine and the stopper shipped into pods over exec (:mod:`chaosmem.kube.stress`)
 run without chaosmem's imports, so they keep their own few lines.)
@@ -23,13 +23,12 @@ import contextlib
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from chaosmem.errors import ChaosmemError
 
-__all__ = ["ProcessesRemain", "alive", "cmdline", "end_processes", "write_atomic"]
+__all__ = ["ProcessesRemain", "alive", "cmdline", "end_processes"]
 
 #: How often :func:`end_processes` looks again (seconds).
 POLL = 0.02
@@ -87,22 +86,3 @@ def end_processes(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
         time.sleep(POLL)
-
-
-def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` in one step (readers never see half of it).
-
-    The temporary file sits beside ``path``, is created exclusively and without following a
-    symlink, and is removed when anything fails.
-    """
-    payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

@@ -39,7 +39,8 @@ def check_int(
     value: object, *, name: str, minimum: int | None = None, maximum: int | None = None
 ) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        # NB: bounded before int(): Python refuses more than 4300 digits with a ValueError
+        if isinstance(value, str) and len(value) <= 40 and value.strip().lstrip("-").isdigit():
             value = int(value)
         else:
             raise InvalidArgument(name, value, "a whole number")

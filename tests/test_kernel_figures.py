@@ -1,4 +1,5 @@
-"""The kernel's own figures on the real (v1) kernel: the peak it kept, and what it knew at a kill.
+"""The kernel's own figures on a real kernel: the peak it kept, and what it knew at a kill (the
+``kernel``-marked ones also on cgroup v2, in the VM lane).
 
 Sampling every second misses the spike that causes a kill; the kernel does not: its peak usage
 (``memory.max_usage_in_bytes``, reset at the run's start) and its OOM report (usage, limit,
@@ -31,6 +32,7 @@ def _hog(group: Cgroup, mib: int) -> subprocess.Popen[bytes]:
     return group.spawn([sys.executable, "-c", HOG, str(mib)])
 
 
+@pytest.mark.kernel
 def test_an_oom_event_carries_what_the_kernel_knew_at_the_kill(cgroup: Cgroup) -> None:
     cgroup.set_memory_limit(32 * MIB)
     with OomWatcher(cgroup) as watcher:

@@ -62,6 +62,7 @@ def test_reaction_until_scaled_and_until_ready(kube: KubeDouble, state: dict[str
         "current": 5,
         "desired": 5,
         "ready": 5,
+        "summary": "HPA shop/orders: 5 current, 5 desired, 5 ready",
     }
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chaosmem.lifecycle import ProcessesRemain, alive, cmdline, end_processes, write_atomic
+from chaosmem.lifecycle import ProcessesRemain, alive, cmdline, end_processes
+from chaosmem.state import replace_private
 
 #: Counts the SIGTERMs it gets in ``argv[1]``, and exits 0.3 s after the first one.
 GRACEFUL = """
@@ -93,9 +94,9 @@ def test_a_zombie_is_not_alive_and_cannot_be_ended() -> None:
         zombie.wait()
 
 
-def test_write_atomic_readers_see_whole_files_only(tmp_path: Path) -> None:
+def test_replace_private_readers_see_whole_files_only(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
-    write_atomic(path, "a" * 100_000)
+    replace_private(path, "a" * 100_000)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     stop = threading.Event()
     torn: list[int] = []
@@ -109,16 +110,16 @@ def test_write_atomic_readers_see_whole_files_only(tmp_path: Path) -> None:
     thread = threading.Thread(target=reader)
     thread.start()
     for i in range(300):
-        write_atomic(path, "b" * 200_000 if i % 2 else "a" * 100_000)
+        replace_private(path, "b" * 200_000 if i % 2 else "a" * 100_000)
     stop.set()
     thread.join()
     assert torn == []
     assert sorted(os.listdir(tmp_path)) == ["status.json"]  # no temporary file left
 
 
-def test_write_atomic_failing_leaves_nothing(tmp_path: Path) -> None:
+def test_replace_private_failing_leaves_nothing(tmp_path: Path) -> None:
     target = tmp_path / "taken"
     target.mkdir()  # os.replace cannot put a file over a directory
     with pytest.raises(OSError):
-        write_atomic(target, b"x")
+        replace_private(target, b"x")
     assert sorted(os.listdir(tmp_path)) == ["taken"]

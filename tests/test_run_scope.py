@@ -19,6 +19,7 @@ from chaosmem.traffic import results
 from chaosmem.traffic.actions import replay_traffic
 from chaosmem.traffic.probes import replay_summary, status_ratio
 from tests.chaos_run import chaos_run
+from tests.stress_support import ledgered
 from tests.traffic_fixtures import write_timed_gor
 from tests.traffic_server import RecordingServer
 
@@ -95,6 +96,8 @@ def test_timeline_stress_and_traffic_count_only_this_run(
             json.dumps({"bytes": 0 if index else 1 << 20, "run": "run-old", "phase": "done"})
         )
     (stress / "ours.json").write_text(json.dumps({"bytes": 3 << 20, "run": "run-new"}))
+    ledgered(base, "run-old", [f"old{index}" for index in range(5)])
+    ledgered(base, "run-new", ["ours"])
     set_current_run("run-old")
     _replay(tmp_path, state, failing=())  # the state dir's "latest" is the old run's replay
     try:

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from chaosmem.ledger import Ledger
 from chaosmem.stress.status import read_status
-from chaosmem.stress.stopping import find_engines
+from chaosmem.stress.stopping import STRESSOR_KIND, find_engines
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.timeline.sources import SourceSetup, StressSource
 from tests.conftest import REPO
@@ -77,5 +78,15 @@ def test_a_stressor_of_a_sigkilled_run_reports_0_bytes_after_rollback(
     assert done.returncode == 0, done.stdout + done.stderr
     after = read_status(status) or {}
     assert after.get("bytes") == 0 and after.get("phase") == "done", after
-    setup = SourceSetup(targets=[], configuration=None, state=state, started=time.time())
-    assert StressSource(setup).sample() == {"bytes": 0, "stressors": 1}
+    [entry] = [e for e in Ledger(state).read().entries if e.kind == STRESSOR_KIND]
+    # Its own run's timeline reads 0 bytes now; a later recording (another run, or outside a
+    # run in another process) never counts that run's stressor at all.
+    for run, expected in (
+        (entry.run, {"bytes": 0, "stressors": 1}),
+        ("run-later", None),
+        (None, None),
+    ):
+        setup = SourceSetup(
+            targets=[], configuration=None, state=state, started=time.time(), run=run
+        )
+        assert StressSource(setup).sample() == expected, run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.limits.actions import tighten_memory_limit
+from chaosmem.limits.actions import restore_memory_limit, tighten_memory_limit
 from chaosmem.limits.probes import memory_limit, memory_usage, oom_kill_count
 from chaosmem.targets import resolve_target
 from chaosmem.targets.cgroup import Cgroup
@@ -136,3 +137,48 @@ def test_spawned_process_is_charged_to_the_cgroup_from_its_first_byte(cgroup: Cg
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def second_memory_mount(tmp_path: Path) -> Iterator[Path]:
+    """A second mount of the real v1 memory hierarchy, unmounted afterwards."""
+    point = tmp_path / "memory-again"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "cgroup", "-o", "memory", "x", str(point)], check=True)
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_own_cgroup_through_a_second_mount_is_refused(
+    own_cgroup: Cgroup, state: dict[str, Any], second_memory_mount: Path
+) -> None:
+    """Issue 9.7: the check compared paths, so the same cgroups under another mountpoint passed."""
+    relative = own_cgroup.path.relative_to(own_cgroup.mount.mountpoint)  # type: ignore[union-attr]
+    again = second_memory_mount / relative
+    assert os.stat(again).st_ino == os.stat(own_cgroup.path).st_ino  # the very same cgroup
+    before = own_cgroup.memory_limit()
+    try:
+        for path in (again, again.parent):
+            with pytest.raises(InvalidArgument, match="does not hold the chaosmem process itself"):
+                tighten_memory_limit(
+                    {"type": "cgroup", "path": str(path)}, limit="64Mi", configuration=state
+                )
+    finally:
+        # NB: should the check ever let it through, never leave this session squeezed
+        restore_memory_limit(configuration=state)
+    assert own_cgroup.memory_limit() == before
+
+
+def test_a_child_through_a_second_mount_is_still_a_target(
+    cgroup: Cgroup, state: dict[str, Any], second_memory_mount: Path
+) -> None:
+    again = second_memory_mount / cgroup.path.relative_to(cgroup.mount.mountpoint)  # type: ignore[union-attr]
+    result = tighten_memory_limit(
+        {"type": "cgroup", "path": str(again)}, limit="64Mi", configuration=state
+    )
+    assert result["after"] == 64 << 20
+    assert cgroup.memory_limit() == 64 << 20  # one cgroup, two paths
+    restore_memory_limit(configuration=state)
+    assert cgroup.memory_limit() is None

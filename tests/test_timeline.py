@@ -16,6 +16,7 @@ from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import set_current_run
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.timeline import TIMELINE_FILE, Recorder, read_timeline
+from tests.stress_support import ledgered
 
 
 def samples(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,6 +67,7 @@ def test_reads_stressors_and_the_latest_replay(tmp_path: Path) -> None:
     (state / "stress" / "a.json").write_text(json.dumps({"bytes": 100 << 20, "run": "run-r"}))
     (state / "stress" / "b.json").write_text(json.dumps({"bytes": 28 << 20, "run": "run-r"}))
     (state / "stress" / "torn.json").write_text('{"bytes": 12')
+    ledgered(state, "run-r", ["a", "b", "torn"])
     replay = state / "replays" / "r1"
     replay.mkdir(parents=True)
     old = {"t": time.time() - 3600, "sent": 9, "completed": 9, "status": {"200": 9}}

@@ -79,7 +79,8 @@ def replicas(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """The HPA's ``current`` and ``desired`` replicas and how many target pods are ``ready``.
+    """The HPA's ``current`` and ``desired`` replicas and how many target pods are ``ready``,
+    with a one-line ``summary`` for the report ("HPA shop/orders: 5 current, 5 desired, 5 ready").
 
     The run's timeline samples the same figures every tick when
     ``configuration["chaosmem_hpa"]`` names an HPA (``{"namespace": "shop", "name": "orders"}``).
@@ -90,4 +91,6 @@ def replicas(
 
     ns = check_str(namespace, name="namespace")
     name = check_str(hpa, name="hpa")
-    return dict(read_replicas(connect(secrets or client_settings(configuration)), ns, name))
+    found = dict(read_replicas(connect(secrets or client_settings(configuration)), ns, name))
+    summary = ", ".join(f"{found[key]} {key}" for key in ("current", "desired", "ready"))
+    return {**found, "summary": f"HPA {ns}/{name}: {summary}"}

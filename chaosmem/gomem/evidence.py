@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from chaosmem.state import private_dir, replace_private
+
 __all__ = ["capture", "pprof_top"]
 
 MAX_PROFILE = 64 << 20
@@ -73,12 +75,12 @@ def capture(
     pprof_base: str, directory: Path, *, reason: str, timeout: float = 10.0
 ) -> dict[str, Any]:
     """Fetch the profiles into ``directory`` now; returns what was kept (errors included)."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(directory)
     stamp = f"{time.strftime('%H%M%S')}-{reason}"
     record: dict[str, Any] = {"t": time.time(), "reason": reason}
     try:
         heap = directory / f"{stamp}-heap.pb.gz"
-        heap.write_bytes(_get(f"{pprof_base}/heap", timeout))
+        replace_private(heap, _get(f"{pprof_base}/heap", timeout))
         record["heap_profile"] = str(heap)
         top = pprof_top(heap)
         if top is not None:
@@ -88,7 +90,7 @@ def capture(
     try:
         text = _get(f"{pprof_base}/goroutine?debug=2", timeout)
         goroutines = directory / f"{stamp}-goroutine.txt"
-        goroutines.write_bytes(text)
+        replace_private(goroutines, text)
         record["goroutine_dump"] = str(goroutines)
         record["goroutines"] = sum(
             1 for line in text.splitlines() if line.startswith(b"goroutine ")

@@ -7,16 +7,25 @@ it leaves nothing changed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
-from chaosmem.errors import ChaosmemError
-from chaosmem.ledger import Ledger
+from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.host import host_memory
+from chaosmem.ledger import Entry, Ledger, current_run
 from chaosmem.rollback import load_handlers
 from chaosmem.targets import LIMIT_KINDS, LimitRefused, MemoryTarget
 from chaosmem.units import format_size
 
-__all__ = ["DEFAULT_SETTLE", "LIMIT_KINDS", "restore_limits", "tighten"]
+__all__ = [
+    "DEFAULT_SETTLE",
+    "LIMIT_KINDS",
+    "check_ceiling",
+    "held_by_other_run",
+    "restore_limits",
+    "tighten",
+]
 
 _PAGE = 4096
 #: How long to wait for an asynchronous change (a pod resize) to settle, in seconds.
@@ -38,6 +47,57 @@ def new_limit(target: MemoryTarget, *, limit: int | None, fraction: float | None
     return max(_PAGE, int(base * fraction))
 
 
+def check_ceiling(target: MemoryTarget, requested: int, *, allow_above_host: bool) -> None:
+    """Refuse a limit the backend cannot hold, or (local targets) one above the host's memory.
+
+    Why: v1 reads a write of 2**64 as 0 and one of 1e20 as something else entirely, and a value
+    of 4Ei or more reads back as "unlimited"; a limit above the host's memory limits nothing,
+    so the experiment would silently test no pressure at all (``allow_above_host`` says that is
+    meant).
+    """
+    ceiling: int | None = getattr(target, "max_limit", None)
+    if ceiling is not None and requested > ceiling:
+        raise InvalidArgument(
+            "limit",
+            requested,
+            f"a limit of at most {format_size(ceiling)} ({ceiling} bytes): "
+            f"{target.describe()} cannot hold more",
+        )
+    host = host_memory() if target.limit_kind == "cgroup-limit" else None
+    if host is not None and requested > host and not allow_above_host:
+        raise InvalidArgument(
+            "limit",
+            requested,
+            f"a limit of at most the host's memory ({format_size(host)}), "
+            "or pass allow_above_host=true to mean it",
+        )
+
+
+def same_target(recorded: Mapping[str, Any], target: MemoryTarget) -> bool:
+    """Whether a ledger entry's target is ``target``: the same spec, or (a cgroup reached through
+    another mount of its hierarchy) the same directory by device and inode."""
+    spec = target.spec
+    if dict(recorded) == spec:
+        return True
+    here, there = spec.get("path"), recorded.get("path")
+    if spec.get("type") != "cgroup" or recorded.get("type") != "cgroup" or not here or not there:
+        return False
+    try:
+        a, b = os.stat(here), os.stat(str(there))
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def held_by_other_run(ledger: Ledger, target: MemoryTarget) -> Entry | None:
+    """An open limit entry on ``target`` that belongs to another run (or to no run), if any."""
+    run = current_run()
+    for entry in ledger.read().open():
+        if entry.kind in LIMIT_KINDS and entry.run != run and same_target(entry.target, target):
+            return entry
+    return None
+
+
 def _usage(target: MemoryTarget) -> int | None:
     """Usage for the report, None when the backend cannot tell (a cluster without
     metrics-server): the change itself does not depend on it."""
@@ -53,6 +113,7 @@ def tighten(
     *,
     limit: int | None,
     fraction: float | None,
+    allow_above_host: bool = False,
     settle: float = DEFAULT_SETTLE,
 ) -> dict[str, Any]:
     """Set the new limit, recorded first; returns before/after/usage (bytes, None = unlimited).
@@ -65,6 +126,15 @@ def tighten(
     """
     target.check_changeable()
     requested = new_limit(target, limit=limit, fraction=fraction)
+    check_ceiling(target, requested, allow_above_host=allow_above_host)
+    holder = held_by_other_run(ledger, target)
+    if holder is not None:
+        who = f"run {holder.run}" if holder.run else "a change made outside any run"
+        raise ChaosmemError(
+            f"{target.describe()} is already tightened by {who} (ledger entry {holder.id}, "
+            f"pid {holder.pid}); one run must not undo another's limit: wait for it to end, "
+            f"or run `chaosmem rollback{' --run ' + holder.run if holder.run else ''}` if it crashed"
+        )
     before = target.memory_limit()
     usage = _usage(target)
     kills = target.oom_kill_count()
@@ -78,10 +148,11 @@ def tighten(
         ledger.close(entry, "not-applied")
         raise
     change = change.wait(settle)
+    after = target.memory_limit()
     return {
         "target": target.spec,
         "before": before,
-        "after": target.memory_limit(),
+        "after": after,
         "requested": requested,
         "usage": usage,
         "usage_after": _usage(target),
@@ -99,14 +170,16 @@ def restore_limits(
     ledger: Ledger,
     *,
     target: MemoryTarget | None,
+    run: str | None,
     configuration: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Undo the open limit entries (of ``target`` only, when given), newest first.
+    """Undo the open limit entries of ``run`` (every run's when None), of ``target`` only when
+    given, newest first.
 
     Idempotent: a second call finds nothing open and returns an empty list.
     """
-    entries = [e for e in ledger.read().open() if e.kind in LIMIT_KINDS]
+    entries = [e for e in ledger.read().open(run=run) if e.kind in LIMIT_KINDS]
     if target is not None:
-        entries = [e for e in entries if e.target == target.spec]
+        entries = [e for e in entries if same_target(e.target, target)]
     load_handlers({e.kind for e in entries})
     return [{"target": e.target, "done": ledger.undo(e, configuration)} for e in reversed(entries)]

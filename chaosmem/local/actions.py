@@ -17,6 +17,9 @@ from chaosmem.validate import check_env, check_name, check_str, check_url
 
 __all__ = ["ROOT_KEY", "start_service", "stop_service"]
 
+#: From 4Ei up the kernel reads a limit back as "unlimited" (see Cgroup.max_limit).
+MAX_CGROUP_LIMIT = (1 << 62) - 4096
+
 
 def _argv(command: object) -> list[str]:
     if isinstance(command, str) and command.strip():
@@ -53,7 +56,9 @@ def start_service(
     spec = service.ServiceSpec(
         name=check_name(name, name="name"),
         argv=_argv(command),
-        memory_limit=parse_size(memory_limit, name="memory_limit", minimum=4096)
+        memory_limit=parse_size(
+            memory_limit, name="memory_limit", minimum=4096, maximum=MAX_CGROUP_LIMIT
+        )
         if memory_limit is not None
         else None,
         env=check_env(env, name="env"),

@@ -7,6 +7,7 @@ rolling it back after a crash) ends every process in the cgroup, by PID, and rem
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import urllib.error
@@ -19,10 +20,14 @@ from typing import Any
 from chaosmem.errors import ChaosmemError
 from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.ledger import Entry, Ledger, register_undo
+from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
 from chaosmem.targets.placement import release
 from chaosmem.units import format_size
+
+#: Every service cgroup's name starts with this: how rollback and --sweep know it is ours.
+SERVICE_PREFIX = "chaosmem-"
 
 __all__ = ["ServiceSpec", "start", "stop"]
 
@@ -88,7 +93,7 @@ def start(
     ledger = Ledger(directory)
     if _open_entry(ledger, spec.name) is not None:
         raise ChaosmemError(f"service {spec.name!r} is already running; stop_service it first")
-    path = parent.path / f"chaosmem-{spec.name}"
+    path = parent.path / f"{SERVICE_PREFIX}{spec.name}"
     if path.exists() and Cgroup(path, parent.version).pids():
         raise ChaosmemError(
             f"{path} already holds processes (left by a crash?); run `chaosmem rollback`"
@@ -99,8 +104,7 @@ def start(
             f"something already answers {spec.ready_url} before service {spec.name!r} started "
             "(is the port in use?)"
         )
-    services = directory / "services"
-    services.mkdir(exist_ok=True)
+    services = private_dir(directory / "services")
     log, pidfile = services / f"{spec.name}.log", services / f"{spec.name}.pid"
     # NB: environment values may be secrets; the ledger keeps their names only.
     entry = ledger.record(
@@ -113,11 +117,19 @@ def start(
             **({"subtree": str(subtree)} if subtree is not None else {}),
         },
     )
+    record = services / f"{spec.name}.json"
     try:
+        # NB: the record beside the cgroup finds it again should the ledger be lost (--sweep)
+        replace_private(
+            record,
+            json.dumps(
+                {"name": spec.name, "cgroup": str(path), "owner": os.getpid(), "run": entry.run}
+            ),
+        )
         group = parent.child(path.name)
         if spec.memory_limit is not None:
-            group.set_memory_limit(spec.memory_limit)
-        with log.open("ab") as out:
+            group.set_memory_limit(spec.memory_limit)  # read back by the cgroup itself
+        with open_private(log, "ab") as out:
             process = group.spawn(
                 spec.argv,
                 env={**os.environ, **spec.env},
@@ -126,7 +138,7 @@ def start(
                 stderr=out,
                 new_session=True,
             )
-        pidfile.write_text(f"{process.pid}\n")
+        replace_private(pidfile, f"{process.pid}\n")
         waited = 0.0
         if spec.ready_url:
             try:
@@ -168,11 +180,20 @@ def stop(name: str, *, directory: Path, grace: float) -> dict[str, Any]:
         kills = group.oom_kill_count()
     ended = _remove(entry, grace=grace)
     ledger.close(entry, "stopped")
+    (directory / "services" / f"{name}.json").unlink(missing_ok=True)  # nothing left to sweep
     return {"name": name, "stopped_pids": ended, "oom_kills": kills, "cgroup": entry.undo["path"]}
 
 
 def _remove(entry: Entry, *, grace: float = 5.0) -> list[int]:
-    path = Path(entry.undo["path"])
+    """End the service's processes and remove its cgroup, which must be one chaosmem created:
+    a ``chaosmem-*`` cgroup directory (a ledger line naming another cgroup is refused, never
+    acted on: rollback must not end processes chaosmem did not start)."""
+    path = Path(str(entry.undo.get("path")))
+    if not path.is_absolute() or not path.name.startswith(SERVICE_PREFIX) or ".." in path.parts:
+        raise ChaosmemError(
+            f"ledger entry {entry.id} names {str(path)!r} as a service cgroup, which is not one "
+            f"chaosmem creates ({SERVICE_PREFIX}NAME); refused, nothing ended"
+        )
     ended = Cgroup.at(path).remove(grace=grace) if path.is_dir() else []
     if entry.undo.get("subtree"):
         release(Path(entry.undo["subtree"]))

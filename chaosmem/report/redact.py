@@ -28,15 +28,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from chaosmem.report.journal import Timeline
+from chaosmem.secrets import REDACTED, SENSITIVE_KEY
 
 __all__ = ["REDACTED", "redact", "secret_values", "unknown_env_values"]
 
-REDACTED = "[redacted]"
 MIN_SUBSTRING = 4
-_SENSITIVE_KEY = re.compile(
-    r"(?i)(^|[_\-.])(password|passwd|passphrase|secret|secrets|token|api[_\-]?key|authorization|"
-    r"credentials?|private[_\-]?key|client[_\-]?secret|access[_\-]?key)($|[_\-.])"
-)
+_SENSITIVE_KEY = SENSITIVE_KEY
 _SECRET_CONFIG_TYPES = {"env", "secret"}
 
 

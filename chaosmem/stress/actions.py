@@ -7,13 +7,13 @@ from typing import Any
 from chaoslib.types import Configuration, Secrets
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.host import host_memory
 from chaosmem.state import state_dir
 from chaosmem.stress.engine import PAGE
-from chaosmem.stress.inject import StressRequest, inject, stop
+from chaosmem.stress.inject import StressRequest, check_size, inject, stop
 from chaosmem.targets import resolve_target
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.units import (
-    format_size,
     parse_duration,
     parse_fraction,
     parse_rate,
@@ -27,17 +27,6 @@ RELEASES = ("all", "fragmented")
 MAX_WORKERS = 64
 
 
-def _host_memory() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def inject_allocation_stress(
     target: dict[str, Any] | None = None,
     size: str | int | None = None,
@@ -49,6 +38,7 @@ def inject_allocation_stress(
     respawn: bool = False,
     detach: bool = False,
     release: str = "all",
+    allow_above_host: bool = False,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -68,6 +58,9 @@ def inject_allocation_stress(
     not a failure. ``respawn`` restarts a killed stressor to keep the pressure on, counting the
     kills, until its deadline. ``workers`` split the size and rate between processes.
 
+    ``size`` at or above the host's memory on a target without a limit below it is refused
+    unless ``allow_above_host`` (the kernel would OOM-kill anywhere on the host).
+
     Each stressor is recorded in the restore ledger; it ends at ramp + hold + 30s, when the
     process that started it dies (unless ``detach``), with ``stop_allocation_stress``, the
     chaosmem control or ``chaosmem rollback``.
@@ -80,6 +73,7 @@ def inject_allocation_stress(
     respawning = check_bool(respawn, name="respawn")
     detached = check_bool(detach, name="detach")
     mode = check_choice(release, name="release", choices=RELEASES)
+    above_host = check_bool(allow_above_host, name="allow_above_host")
     if detached and respawning:
         raise InvalidArgument(
             "respawn", respawn, "false when detach is true (respawning needs the starting process)"
@@ -96,7 +90,16 @@ def inject_allocation_stress(
     resolved.check_changeable()
     limit = resolved.memory_limit()
     total = parse_size_or_percent(size, name="size", whole=limit, minimum=PAGE * count)
-    host = _host_memory()
+    local = isinstance(resolved, Cgroup)
+    # NB: a pod's node memory is not known here; the ramp bound applies everywhere
+    check_size(
+        total,
+        value=size,
+        limit=limit,
+        host=host_memory() if local else None,
+        rate=rate,
+        allow_above_host=above_host,
+    )
     if not isinstance(resolved, Cgroup):  # a pod: the engine runs in its container, by exec
         from chaosmem.kube.stress import inject_in_pods
 
@@ -105,13 +108,6 @@ def inject_allocation_stress(
         )
         return inject_in_pods(resolved, request, directory=state_dir(configuration))
     group = resolved
-    if limit is None and host is not None and total >= host:
-        raise InvalidArgument(
-            "size",
-            size,
-            f"less than the host's memory ({format_size(host)}) when the target has no limit: "
-            "otherwise the kernel OOM-kills anywhere on the host",
-        )
     request = StressRequest(total, rate, share, hold_s, mode, count, waiting, respawning, detached)
     return inject(group, request, directory=state_dir(configuration))
 

@@ -49,6 +49,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--target", help='a target object as JSON, e.g. \'{"type": "service", "name": "orders"}\''
     )
+    parser.add_argument(
+        "--allow-above-host",
+        action="store_true",
+        help="allow a size at or above the host's memory where no limit is below it",
+    )
+    parser.add_argument(
+        "--allow-oom",
+        action="store_true",
+        help="without --target: allow a size above the limit of this command's own cgroup "
+        "(the kernel then OOM-kills in the caller's session)",
+    )
     parser.add_argument("--state-dir", help="the state directory (default: $CHAOSMEM_STATE_DIR)")
     parser.set_defaults(handler=_run)
 
@@ -64,10 +75,13 @@ def _run(args: argparse.Namespace) -> int:
             raise InvalidArgument("--target", args.target, "a JSON target object") from None
         result = inject_allocation_stress(
             target, size=args.size, growth_rate=args.rate, fragmentation=args.fragmentation, hold=args.hold,
-            workers=args.workers, wait=True, respawn=args.respawn, release=args.release, configuration=config,
+            workers=args.workers, wait=True, respawn=args.respawn, release=args.release,
+            allow_above_host=args.allow_above_host, configuration=config,
         )  # fmt: skip
         print(json.dumps(result, indent=2))
         return 0
+    from chaosmem.host import host_memory
+    from chaosmem.stress.inject import check_size
     from chaosmem.units import parse_duration, parse_fraction, parse_rate, parse_size
 
     spec = EngineSpec(
@@ -77,6 +91,12 @@ def _run(args: argparse.Namespace) -> int:
         hold=parse_duration(args.hold, name="--hold") if args.hold else None,
         release=args.release,
     )
+    # NB: the same checks as the action, with this process's own cgroup as the target.
+    check_size(
+        spec.size, value=args.size, limit=_own_limit(), host=host_memory(), rate=spec.rate,
+        allow_above_host=args.allow_above_host, own_cgroup=True, allow_oom=args.allow_oom,
+        name="--size",
+    )  # fmt: skip
     stressor_id = uuid.uuid4().hex[:12]
     argv = spec.argv(
         stressor_id=stressor_id, status=status_path(state_dir(config), stressor_id), parent_fd=-1, deadline=None,
@@ -85,6 +105,17 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     os.execv(argv[0], argv)
     return 0  # pragma: no cover - execv does not return
+
+
+def _own_limit() -> int | None:
+    """The memory limit of this process's own cgroup (None: none, or no memory cgroup)."""
+    from chaosmem.errors import ChaosmemError
+    from chaosmem.targets.cgroup import Cgroup
+
+    try:
+        return Cgroup.of_process("self").memory_limit()
+    except (ChaosmemError, OSError):
+        return None
 
 
 def _own_cgroup() -> str | None:

@@ -76,6 +76,8 @@ MAX_BLOCKS = 16384
 EXIT_DONE, EXIT_USAGE, EXIT_STOPPED, EXIT_PARENT_GONE, EXIT_DEADLINE = 0, 2, 3, 4, 5
 RELEASES = ("all", "fragmented")
 
+_MAX_SECONDS = 1e10  # holds and deadlines beyond this are typos (over 300 years)
+_MAX_POLL_MS = 3_600_000  # poll() takes a C int: wake at least hourly, then wait again
 _RAMP_STEP = 0.01  # seconds between pacing steps
 _CHUNK = 1 << 20  # bytes written between two updates of the progress counter
 _RAMP_REPORT = 0.1  # seconds between status writes while ramping
@@ -83,6 +85,13 @@ _HOLD_REPORT = 0.5  # ... and while holding
 _MADV_NOHUGEPAGE = getattr(mmap, "MADV_NOHUGEPAGE", 15)
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 _PROT_NONE = 0
+
+
+def _open_private(path: str) -> Any:
+    """A state file for writing: 0600, never through a symlink (chaosmem.state's rule, here
+    without importing chaosmem)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def _round_up(value: int, unit: int) -> int:
@@ -245,7 +254,7 @@ class Engine:
         if args.status:
             fd = os.open(
                 args.status.removesuffix(".json") + ".progress",
-                os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+                os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
                 0o600,
             )
             try:
@@ -311,7 +320,7 @@ class Engine:
             **extra,
         }
         tmp = f"{self.args.status}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as out:
+        with _open_private(tmp) as out:
             json.dump(status, out)
         os.replace(tmp, self.args.status)
 
@@ -321,7 +330,7 @@ class Engine:
             return
         path = self.args.status.removesuffix(".json") + ".blocks.jsonl"
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as out:
+        with _open_private(tmp) as out:
             out.write(
                 json.dumps({"id": self.args.id, "pid": os.getpid(), "page": PAGE, "guard": PAGE})
                 + "\n"
@@ -337,7 +346,8 @@ class Engine:
         parent's end; raises :class:`_Stop` when it is time to go."""
         if self.deadline is not None:
             seconds = min(seconds, self.deadline - time.monotonic())
-        for fd, _ in self.poller.poll(max(0, int(seconds * 1000 + 0.999))):
+        timeout = max(0, min(int(seconds * 1000 + 0.999), _MAX_POLL_MS))
+        for fd, _ in self.poller.poll(timeout):
             if fd == self.wake_read:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_read, 64)
@@ -469,9 +479,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.size < 0 or not 0.0 <= args.fragmentation <= 1.0 or args.rate < 0:
+    # NB: bounded and finite before any arithmetic: 1e-300 B/s or an infinite hold would make
+    # poll() timeouts overflow (chaosmem's parsers already refuse them; this runs by hand too).
+    if (
+        not 0 <= args.size < 1 << 63
+        or not 0.0 <= args.fragmentation <= 1.0
+        or not (args.rate == 0 or 0.001 <= args.rate < 2.0**63)
+        or not (args.hold < 0 or args.hold <= _MAX_SECONDS)
+        or not 0.0 <= args.deadline <= _MAX_SECONDS
+    ):
         print(
-            "chaosmem-stress-engine: size and rate must not be negative, fragmentation within 0-1",
+            "chaosmem-stress-engine: size within 0-2**63, fragmentation within 0-1, rate 0 or "
+            f"0.001-2**63 bytes/s, hold and deadline finite (at most {_MAX_SECONDS:g}s)",
             file=sys.stderr,
         )
         return EXIT_USAGE

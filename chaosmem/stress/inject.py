@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaosmem.errors import ChaosmemError
+from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.ledger import Ledger, current_run
 from chaosmem.stress.engine import PAGE, plan_blocks
@@ -23,9 +23,9 @@ from chaosmem.stress.status import status_path
 from chaosmem.stress.stopping import STRESSOR_KIND, open_stressors, stop_entry
 from chaosmem.stress.supervisor import EngineSpec, Supervisor
 from chaosmem.targets.cgroup import Cgroup
-from chaosmem.units import format_duration, format_size
+from chaosmem.units import MAX_DURATION, format_duration, format_size
 
-__all__ = ["GRACE", "StressRequest", "inject", "stop"]
+__all__ = ["GRACE", "StressRequest", "check_size", "inject", "stop"]
 
 #: How long a stressor may run past ramp + hold before its own deadline ends it.
 GRACE = 30.0
@@ -59,6 +59,54 @@ class StressRequest:
             )
             for i in range(self.workers)
         ]
+
+
+def check_size(
+    size: int,
+    *,
+    value: object,
+    limit: int | None,
+    host: int | None,
+    rate: float | None,
+    allow_above_host: bool,
+    own_cgroup: bool = False,
+    allow_oom: bool = False,
+    name: str = "size",
+) -> None:
+    """The checks every way of starting stress applies (the action and ``chaosmem stress``).
+
+    * Above the host's memory with no limit below it: the kernel would OOM-kill anywhere on the
+      host, so it must be asked for (``allow_above_host``).
+    * In the caller's own cgroup (the foreground command), above its limit: the kernel would
+      OOM-kill the caller's session, so it must be asked for (``allow_oom``). In a target's
+      cgroup, going past the limit is the experiment and needs no flag.
+    * A ramp longer than :data:`~chaosmem.units.MAX_DURATION` is a typo (a rate in bytes
+      instead of MiB), not a plan.
+    """
+    unbounded = limit is None or (host is not None and limit >= host)
+    if host is not None and size >= host and unbounded and not allow_above_host:
+        raise InvalidArgument(
+            name,
+            value,
+            f"less than the host's memory ({format_size(host)}) when the target has no "
+            "limit below it: otherwise the kernel OOM-kills anywhere on the host "
+            "(allow_above_host=true to mean it)",
+        )
+    if own_cgroup and limit is not None and size > limit and not allow_oom:
+        raise InvalidArgument(
+            name,
+            value,
+            f"at most the limit of chaosmem's own cgroup ({format_size(limit)}): above it the "
+            "kernel OOM-kills in the caller's own session (--allow-oom to mean it, or use "
+            "--target with a child cgroup)",
+        )
+    if rate is not None and size / rate > MAX_DURATION:
+        raise InvalidArgument(
+            "growth_rate",
+            rate,
+            f"a rate that reaches {format_size(size)} within {MAX_DURATION:g}s "
+            f"(this one takes {format_duration(size / rate)})",
+        )
 
 
 def _plan(spec: EngineSpec) -> dict[str, Any]:

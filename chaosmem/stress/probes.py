@@ -19,12 +19,9 @@ answer, and the probe says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, current_run
 from chaosmem.state import state_dir
 from chaosmem.stress.engine import PAGE
-from chaosmem.stress.status import status_path
+from chaosmem.stress.status import read_bounded_status, status_path
 from chaosmem.stress.stopping import STRESSOR_KIND
 from chaosmem.units import format_size, parse_rate, parse_size
 
@@ -46,8 +43,6 @@ logger = logging.getLogger("chaostoolkit")
 VERDICTS = ("no-stressor-yet", "oom-killed", "none-matched", "survived")
 #: A stressor id becomes a file name: nothing else is read as one.
 _STRESSOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-#: A status file is a few hundred bytes; anything this large is not one.
-_STATUS_MAX = 1 << 20
 _RUNNING = ("ramp", "hold", "release")
 
 
@@ -62,33 +57,6 @@ class _Engine:
     killed: bool
 
 
-def _refuse_constant(text: str) -> float:
-    raise ValueError(f"non-finite number {text}")
-
-
-def _read_status(path: Path) -> dict[str, Any] | None:
-    """The status file as an object, opened without following a symlink, bounded in size;
-    None when it is missing, not a regular file, too large or not a JSON object."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _STATUS_MAX:
-            return None
-        data = os.read(fd, _STATUS_MAX + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -99,7 +67,7 @@ def _engine(directory: Path, entry: Entry) -> _Engine:
     stressor_id = str(entry.undo.get("id", ""))
     if not _STRESSOR_ID.fullmatch(stressor_id) or ".." in stressor_id:
         return _Engine(stressor_id, None, None, "bad-id", False)
-    status = _read_status(status_path(directory, stressor_id))
+    status = read_bounded_status(status_path(directory, stressor_id))
     if status is None:
         return _Engine(stressor_id, None, None, "no-status", False)
     # NB: the run is checked on the status too: a file another run rewrote is not this run's.

@@ -32,6 +32,7 @@ from typing import Any
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger
 from chaosmem.lifecycle import end_processes
+from chaosmem.state import open_private
 from chaosmem.stress import engine
 from chaosmem.stress.status import log_path, read_progress, read_status, update_status
 from chaosmem.targets.cgroup import Cgroup
@@ -187,7 +188,7 @@ class Supervisor:
             meta=meta,
         )
         try:
-            with log_path(self.status).open("ab") as log:
+            with open_private(log_path(self.status), "ab") as log:
                 process = self.group.spawn(
                     argv,
                     stdout=log,

@@ -21,6 +21,7 @@ two are written in the order the kernel accepts.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -36,15 +37,34 @@ from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Entry, register_undo
 from chaosmem.lifecycle import ProcessesRemain, end_processes
 from chaosmem.targets import LimitChange, LimitRefused
-from chaosmem.targets.mounts import CgroupMount, find_mount, memory_cgroup_of
+from chaosmem.targets.mounts import (
+    CgroupMount,
+    find_mount,
+    hierarchy_path,
+    memory_cgroup_of,
+    memory_cgroup_paths,
+)
 from chaosmem.units import format_size
 
-__all__ = ["UNLIMITED_V1", "Cgroup", "LimitBusy", "ensure_not_own"]
+__all__ = ["UNLIMITED_V1", "Cgroup", "LimitBusy", "LimitMismatch", "ensure_not_own", "same_limit"]
 
 #: What v1 reports for "no limit" (PAGE_COUNTER_MAX pages); anything this large means unlimited.
 UNLIMITED_V1 = 9223372036854771712
 _UNLIMITED_FLOOR = 1 << 62
+_PAGE = 4096
 _PR_SET_PDEATHSIG = 1
+
+
+def same_limit(wanted: int | None, held: int | None) -> bool:
+    """Whether the kernel holds the limit asked for: the same to the page (it keeps whole
+    pages), or both unlimited."""
+    if wanted is None or held is None:
+        return wanted is None and held is None
+    return abs(int(wanted) - held) < _PAGE
+
+
+class LimitMismatch(LimitRefused):
+    """The kernel held another limit than the one written; it was put back, nothing changed."""
 
 
 class LimitBusy(LimitRefused):
@@ -109,6 +129,12 @@ class Cgroup:
 
     def describe(self) -> str:
         return f"cgroup v{self.version} {self.path}"
+
+    @property
+    def max_limit(self) -> int:
+        """The largest limit this cgroup holds *as a limit*: from 4Ei up, both versions read
+        back as unlimited (and v1 takes 2**64 as 0), so larger requests are refused."""
+        return _UNLIMITED_FLOOR - _PAGE
 
     def check_changeable(self) -> None:
         ensure_not_own(self)
@@ -206,17 +232,32 @@ class Cgroup:
         at once, so the change is ``applied`` (or refused by raising).
 
         Raises :class:`LimitBusy` when v1 could not reclaim down to a limit below usage; the
-        limit is then unchanged.
+        limit is then unchanged. What was written is read back: when the kernel holds anything
+        else (v1 takes 2**64 as 0 and 1e20 as 7766279631452241920; values from 2**62 read as
+        "unlimited"), the previous limit is put back and :class:`LimitMismatch` raised, so
+        nothing is left changed and nothing is silently wrong.
         """
+        before = self.limit_state()
+        self._apply(limit)
+        held = self.memory_limit()
+        if not same_limit(limit, held):
+            self.restore_limit_state(before)
+            raise LimitMismatch(
+                f"{self.path}: asked for a limit of {limit} bytes, the kernel holds "
+                f"{held if held is not None else 'no limit'}; put back "
+                f"{format_size(before.get('limit'))}"
+            )
+        return LimitChange("applied", "applied", f"{self.path}: limit {format_size(limit)}")
+
+    def _apply(self, limit: int | None) -> None:
         if self.version == 2:
             self._write("memory.max", "max" if limit is None else str(limit))
         else:
             self._set_v1(limit, limit if self.has_memsw else None, touch_memsw=self.has_memsw)
-        return LimitChange("applied", "applied", f"{self.path}: limit {format_size(limit)}")
 
     def restore_limit_state(self, state: Mapping[str, Any]) -> None:
         if self.version == 2:
-            self.set_memory_limit(state.get("limit"))
+            self._apply(state.get("limit"))
         else:
             self._set_v1(
                 state.get("limit"),
@@ -360,17 +401,58 @@ class Cgroup:
         return ended
 
 
+def _identities(directory: Path, top: Path) -> set[tuple[int, int]]:
+    """(device, inode) of ``directory`` and each ancestor up to ``top``: the cgroup's identity,
+    the same through every mount of its hierarchy."""
+    found: set[tuple[int, int]] = set()
+    for path in (directory, *directory.parents):
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            found.add((info.st_dev, info.st_ino))
+        if path == top:
+            break
+    return found
+
+
+def holds_self(group: Cgroup) -> Path | None:
+    """This process's own memory cgroup directory when ``group`` is it or one of its ancestors.
+
+    Compared by identity, not by path: a second mount of the hierarchy (``mount -t cgroup -o
+    memory x /mnt/x``) shows the same cgroups under other paths. Two checks, either suffices:
+    the hierarchy-relative path (``/proc/self/cgroup`` against the group's mount root from
+    mountinfo), and the directory's device and inode against those of our own cgroup and its
+    ancestors.
+    """
+    try:
+        own = memory_cgroup_of("self")
+        own_paths = memory_cgroup_paths("self")
+    except (ChaosmemError, OSError):
+        return None
+    mount = group.mount or find_mount(group.path)
+    if mount is not None and mount.version in own_paths:
+        mine = own_paths[mount.version].rstrip("/") + "/"
+        theirs = hierarchy_path(group.path, mount).rstrip("/") + "/"
+        if mine.startswith(theirs):
+            return own
+    try:
+        info = os.stat(group.path)
+    except OSError:
+        return None
+    own_mount = find_mount(own)
+    top = own_mount.mountpoint if own_mount is not None else Path("/")
+    if (info.st_dev, info.st_ino) in _identities(own, top):
+        return own
+    return None
+
+
 def ensure_not_own(group: Cgroup) -> None:
     """Refuse a cgroup that holds this process or is one of its ancestors.
 
     Tightening it would squeeze the experiment itself (and, on a CI machine, the session running
     it); chaosmem works on child cgroups instead.
     """
-    try:
-        own = memory_cgroup_of("self")
-    except ChaosmemError:
-        return
-    if own == group.path or group.path in own.parents:
+    own = holds_self(group)
+    if own is not None:
         raise InvalidArgument(
             "target",
             group.spec,
@@ -386,4 +468,10 @@ def _undo_limit(entry: Entry) -> str:
         return f"{path}: cgroup is gone, nothing to restore"
     group = Cgroup.at(path)
     group.restore_limit_state(entry.undo)
-    return f"{path}: memory limit restored to {format_size(group.memory_limit())}"
+    wanted, now = entry.undo.get("limit"), group.memory_limit()
+    if not same_limit(wanted, now):
+        raise ChaosmemError(
+            f"{path}: restoring the memory limit to {format_size(wanted)} left "
+            f"{format_size(now)} in the kernel; set memory.limit_in_bytes by hand"
+        )
+    return f"{path}: memory limit restored to {format_size(now)}"

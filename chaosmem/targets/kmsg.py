@@ -7,7 +7,9 @@ that cgroup's ``memory.stat``, the victim's pid, command and rss, each record st
 kernel's monotonic clock (microseconds). The reports of two OOMs never interleave (the kernel
 holds ``oom_lock`` while it prints one). The kernel rate-limits the header of its reports (the
 usage, ``memory.stat`` and the cgroup's name; about 10 per 5 s), never the victim's line: in a
-burst of kills some reports name only the victim.
+burst of kills some reports name only the victim. ``memory.stat`` comes in two shapes: one
+line per record (kernels since 6.5), or all of it in one record (older ones, e.g. Debian 12's
+6.1); v1 spells its keys ``rss``/``cache``, v2 ``anon``/``file`` (see :func:`stat_lines`).
 
 Reading ``/dev/kmsg`` needs root (or CAP_SYSLOG) on most systems; where it cannot be read,
 :class:`KmsgReader` raises ``OSError`` and callers fall back to what they can sample.
@@ -21,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KmsgReader", "OomReport", "parse_record"]
+__all__ = ["KmsgReader", "OomReport", "ReportParser", "parse_record", "stat_lines"]
 
 KMSG = "/dev/kmsg"
 #: One kmsg record is at most this long (the kernel's own limit is 1 KiB of text + prefix).
@@ -29,7 +31,12 @@ MAX_RECORD = 8192
 
 _USAGE = re.compile(r"^memory: usage (\d+)kB, limit (\d+)kB")
 _STATS_FOR = re.compile(r"^Memory cgroup stats for (.*):\s*$")
-_STAT_LINE = re.compile(r"^([a-z_]+) (\d+)$")
+_STAT_LINE = re.compile(r"^([a-z][a-z0-9_]{0,63}) (\d{1,20})$")
+#: How ``/dev/kmsg`` shows a newline inside one record (it escapes every control character).
+_NEWLINE = "\\x0a"
+#: A record's text is cut at this many bytes (the kernel's LOG_LINE_MAX, 1024 - 32): a record
+#: this long may end mid-line, so its last line is not trusted.
+LOG_LINE_MAX = 992
 _KILLED = re.compile(
     r"Killed process (\d+) \((.*?)\) total-vm:(\d+)kB, anon-rss:(\d+)kB, file-rss:(\d+)kB, "
     r"shmem-rss:(\d+)kB"
@@ -104,42 +111,41 @@ def parse_record(raw: bytes) -> tuple[float, str] | None:
     return int(parts[2]) / 1e6, message
 
 
-class KmsgReader:
-    """Reads the OOM reports the kernel logs from now on (earlier records are skipped)."""
+def stat_lines(message: str) -> dict[str, int]:
+    """The ``memory.stat`` lines in one record of the kernel's OOM report, in either shape.
 
-    def __init__(self, path: str = KMSG) -> None:
-        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        os.lseek(self._fd, 0, os.SEEK_END)
+    Kernels since 6.5 print each line as its own record (``anon 123``); older ones (Debian 12's
+    6.1, the cgroup v2 lane) print the whole ``memory.stat`` as one record, which ``/dev/kmsg``
+    shows with its newlines escaped (``anon 123\\x0afile 456\\x0a...``) and which the kernel cuts
+    at :data:`LOG_LINE_MAX` bytes, possibly mid-number: the last line of such a record is
+    dropped. Empty when the record is not ``memory.stat`` lines (the report has moved on).
+    """
+    pieces = message.split(_NEWLINE)
+    if len(pieces) > 1:
+        text_bytes = len(message.encode()) - 3 * message.count("\\x")
+        if text_bytes >= LOG_LINE_MAX - 1:
+            pieces.pop()
+    found: dict[str, int] = {}
+    for piece in pieces:
+        if match := _STAT_LINE.match(piece.strip()):
+            found[match[1]] = int(match[2])
+        elif not found and piece.strip():
+            return {}  # NB: only the first line decides: the report has moved on
+    return found
+
+
+class ReportParser:
+    """Folds the records of the kernel's OOM reports, in log order, into :class:`OomReport` values."""
+
+    def __init__(self) -> None:
         self._pending: dict[str, Any] = {}
         self._collecting = False
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
-
-    def read(self) -> list[OomReport]:
-        """Every OOM report completed since the last call."""
-        reports: list[OomReport] = []
-        while self._fd >= 0:
-            try:
-                raw = os.read(self._fd, MAX_RECORD)
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # records were overwritten before we read them: go on
-                continue
-            if not raw:
-                break
-            record = parse_record(raw)
-            if record is not None and (report := self._feed(*record)) is not None:
-                reports.append(report)
-        return reports
-
-    def _feed(self, at: float, message: str) -> OomReport | None:
+    def feed(self, at: float, message: str) -> OomReport | None:
+        """Take the next record's (monotonic seconds, message); a report once it is complete."""
         if self._collecting:
-            if match := _STAT_LINE.match(message):
-                self._pending.setdefault("stat", {})[match[1]] = int(match[2])
+            if stat := stat_lines(message):
+                self._pending.setdefault("stat", {}).update(stat)
                 return None
             self._collecting = False
         if "invoked oom-killer:" in message:
@@ -169,3 +175,35 @@ class KmsgReader:
                 stat=pending.get("stat", {}),
             )
         return None
+
+
+class KmsgReader:
+    """Reads the OOM reports the kernel logs from now on (earlier records are skipped)."""
+
+    def __init__(self, path: str = KMSG) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.lseek(self._fd, 0, os.SEEK_END)
+        self._parser = ReportParser()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+    def read(self) -> list[OomReport]:
+        """Every OOM report completed since the last call."""
+        reports: list[OomReport] = []
+        while self._fd >= 0:
+            try:
+                raw = os.read(self._fd, MAX_RECORD)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # records were overwritten before we read them: go on
+                continue
+            if not raw:
+                break
+            record = parse_record(raw)
+            if record is not None and (report := self._parser.feed(*record)) is not None:
+                reports.append(report)
+        return reports

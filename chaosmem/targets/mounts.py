@@ -22,7 +22,9 @@ from chaosmem.errors import ChaosmemError
 __all__ = [
     "CgroupMount",
     "find_mount",
+    "hierarchy_path",
     "memory_cgroup_of",
+    "memory_cgroup_paths",
     "memory_mounts",
     "parse_mountinfo",
     "read_mountinfo",
@@ -108,11 +110,11 @@ def find_mount(path: Path) -> CgroupMount | None:
     return best
 
 
-def memory_cgroup_of(pid: int | str = "self") -> Path:
-    """The directory of the memory cgroup that ``pid`` is in.
+def memory_cgroup_paths(pid: int | str = "self") -> dict[int, str]:
+    """The cgroup paths of ``pid`` relative to each hierarchy's root, by version (1: the v1
+    memory hierarchy, 2: the unified one), as ``/proc/PID/cgroup`` spells them.
 
-    Reads ``/proc/PID/cgroup``: the v1 line whose controller list holds ``memory``, else the v2
-    line ``0::PATH``; raises :class:`ProcessLookupError` when the process does not exist.
+    Raises :class:`ProcessLookupError` when the process does not exist.
     """
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
@@ -126,6 +128,24 @@ def memory_cgroup_of(pid: int | str = "self") -> Path:
             paths[1] = cgpath
         elif hierarchy == "0" and controllers == "":
             paths[2] = cgpath
+    return paths
+
+
+def hierarchy_path(path: Path, mount: CgroupMount) -> str:
+    """The cgroup path of directory ``path`` (under ``mount``) relative to the hierarchy's root:
+    the same string ``/proc/PID/cgroup`` uses, whichever of several mounts ``path`` is under."""
+    relative = path.relative_to(mount.mountpoint).as_posix()
+    root = mount.root.rstrip("/")
+    return f"{root}/{relative}" if relative != "." else (root or "/")
+
+
+def memory_cgroup_of(pid: int | str = "self") -> Path:
+    """The directory of the memory cgroup that ``pid`` is in.
+
+    Reads ``/proc/PID/cgroup``: the v1 line whose controller list holds ``memory``, else the v2
+    line ``0::PATH``; raises :class:`ProcessLookupError` when the process does not exist.
+    """
+    paths = memory_cgroup_paths(pid)
     for mount in memory_mounts():
         member = paths.get(mount.version)
         if member is not None and (found := mount.to_fs(member)) is not None:

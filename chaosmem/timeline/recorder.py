@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import current_run
-from chaosmem.state import state_dir
+from chaosmem.state import open_private, private_dir, state_dir
 from chaosmem.timeline.sources import Resolver, Source, SourceSetup, build_sources
 
 __all__ = ["MIN_INTERVAL", "TIMELINE_FILE", "Recorder", "read_timeline"]
@@ -114,8 +114,8 @@ class Recorder:
 
     def _open(self) -> None:
         if self._file is None and not self._stopped:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._file = self.path.open("a", encoding="utf-8")
+            private_dir(self.directory)
+            self._file = open_private(self.path, "a", encoding="utf-8")
 
     def _append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, sort_keys=True, default=str)

@@ -6,8 +6,8 @@ Sources never raise into the recorder for the ordinary troubles of a live system
 started yet, a replay that has not written its first second): they say so in the value instead.
 
 Built in: ``targets`` (memory limit, usage, working set, the kernel's peak usage and OOM kills
-of each target), ``stress`` (bytes the
-stressors hold, from ``STATE/stress/*.json``) and ``traffic`` (replay req/s and status mix, from
+of each target), ``stress`` (bytes this run's
+stressors hold, from their ``STATE/stress/<id>.json``) and ``traffic`` (replay req/s and status mix, from
 this run's ``STATE/replays/<id>/seconds.jsonl``). Later concerns add theirs with
 :func:`register_source` — e.g. ``go`` (Go MemStats) or ``replicas`` (autoscaling); the report
 draws a chart for ``go`` and ``replicas`` whenever samples carry them.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chaosmem.errors import ChaosmemError
+from chaosmem.ledger import Entry, Ledger
+from chaosmem.stress.status import read_bounded_status
+from chaosmem.stress.stopping import STRESSOR_KIND
 from chaosmem.targets import MemoryTarget, resolve_target
 from chaosmem.targets.workingset import memory_breakdown
 from chaosmem.traffic.results import own_replay_id, replays_dir
@@ -195,35 +199,56 @@ def _targets(setup: SourceSetup) -> Source | None:
     return TargetsSource(setup) if setup.targets else None
 
 
-class StressSource:
-    """Bytes this run's stressors hold now: the sum of ``"bytes"`` over ``STATE/stress/*.json``
-    whose ``"run"`` is this run's id (outside a run: those written since the recording started).
+#: A stressor or replay id becomes a file name: nothing else is read as one.
+_REPLAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
-    A file torn mid-write or removed between listing and reading is skipped this tick.
+
+class StressSource:
+    """Bytes this run's stressors hold now: the sum of ``"bytes"`` over the status files of the
+    stressors the ledger records for this run (``STATE/stress/<id>.json``).
+
+    Which stressors are this run's is the :func:`~chaosmem.stress.probes.stress_outcome` rule:
+    in a run, the ledger entries carrying its id; outside a run, those this process recorded
+    after the recording began (NB: never a time window around the start: a stressor injected
+    within a second before the recording would count). A status file must name the same run as
+    its entry (a file another run rewrote is not ours). A file torn mid-write, missing or not a
+    regular file is skipped this tick.
     """
 
     key = "stress"
 
     def __init__(self, setup: SourceSetup) -> None:
-        self.directory = setup.state / "stress"
+        self.state = setup.state
         self.run = setup.run
-        self.since = setup.started - 1.0
+        self.pid = os.getpid()
+        self.earlier = set() if self.run else {e.id for e in self._entries()}
+
+    def _entries(self) -> list[Entry]:
+        try:
+            entries = Ledger(self.state).read().entries
+        except OSError:
+            return []
+        return [
+            e
+            for e in entries
+            if e.kind == STRESSOR_KIND
+            and e.run == self.run
+            and (self.run is not None or e.pid == self.pid)
+        ]
 
     def sample(self) -> dict[str, int] | None:
-        if not self.directory.is_dir():
-            return None
         total, count = 0, 0
-        for path in sorted(self.directory.glob("*.json")):
-            try:
-                if self.run is None and path.stat().st_mtime < self.since:
-                    continue
-                status = json.loads(path.read_text(encoding="utf-8"))
-                held = status.get("bytes")
-            except (OSError, ValueError, AttributeError):
+        for entry in self._entries():
+            stressor_id = str(entry.undo.get("id", ""))
+            if entry.id in self.earlier or not _REPLAY_ID.fullmatch(stressor_id):
                 continue
-            if self.run is not None and status.get("run") != self.run:
+            if ".." in stressor_id:
                 continue
-            if isinstance(held, int | float) and not isinstance(held, bool):
+            status = read_bounded_status(self.state / "stress" / f"{stressor_id}.json")
+            if status is None or status.get("run") != entry.run:
+                continue
+            held = status.get("bytes")
+            if isinstance(held, int | float) and not isinstance(held, bool) and held >= 0:
                 total += int(held)
                 count += 1
         return {"bytes": total, "stressors": count} if count else None
@@ -232,9 +257,6 @@ class StressSource:
 @register_source("stress")
 def _stress(setup: SourceSetup) -> Source | None:
     return StressSource(setup)
-
-
-_REPLAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class TrafficSource:

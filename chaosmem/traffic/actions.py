@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 from chaoslib.types import Configuration, Secrets
 
 from chaosmem.errors import InvalidArgument
-from chaosmem.ledger import Ledger
+from chaosmem.ledger import Ledger, current_run
 from chaosmem.state import state_dir
 from chaosmem.traffic.background import LEDGER_KIND, start_background
+from chaosmem.traffic.oneline import replay_line, started_line, stopped_line
 from chaosmem.traffic.options import DEFAULT_CONCURRENCY, parse_options
 from chaosmem.traffic.replay import run_replay
 from chaosmem.traffic.results import read_summary
@@ -110,7 +111,7 @@ def replay_traffic(
             started["replay_id"],
             started["pid"],
         )
-        return started
+        return {**started, "summary": started_line(started)}
     summary = _blocking(lambda: run_replay(options, state=state))
     summary = {k: v for k, v in summary.items() if k != "histograms"}  # for files, not journals
     logger.info(
@@ -118,7 +119,7 @@ def replay_traffic(
         summary["replay_id"], summary["state"], summary["sent"], summary["req_per_s"],
         summary["status"], {k: v for k, v in summary["errors"].items() if v},
     )  # fmt: skip
-    return summary
+    return {**summary, "summary": replay_line(summary)}
 
 
 def _replay_in_pods(
@@ -138,7 +139,7 @@ def _replay_in_pods(
         summary["replay_id"], job.pods, summary["state"], summary["sent"], summary["status"],
         {k: v for k, v in summary["errors"].items() if v},
     )  # fmt: skip
-    return summary
+    return {**summary, "summary": replay_line(summary)}
 
 
 def stop_traffic_replay(
@@ -146,7 +147,8 @@ def stop_traffic_replay(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """Stop background replays of this state dir (all, or ``replay_id``); safe to call twice.
+    """Stop background replays of this state dir (all, or ``replay_id``; inside a run, this
+    run's only); safe to call twice.
 
     Each worker gets SIGTERM and writes its final summary; one that does not stop within 5 s
     is killed. Returns what was done and the final summaries.
@@ -156,7 +158,8 @@ def stop_traffic_replay(
     ledger = Ledger(state)
     stopped: list[str] = []
     summaries: dict[str, Any] = {}
-    for entry in reversed(ledger.read().open(kind=LEDGER_KIND)):
+    # NB: inside a run only this run's replays: one run never stops another's traffic
+    for entry in reversed(ledger.read().open(run=current_run(), kind=LEDGER_KIND)):
         rid = str(entry.target.get("replay_id"))
         if wanted is not None and rid != wanted:
             continue
@@ -173,4 +176,8 @@ def stop_traffic_replay(
         )
     for line in stopped:
         logger.info("chaosmem: %s", line)
-    return {"stopped": stopped, "summaries": summaries}
+    return {
+        "stopped": stopped,
+        "summaries": summaries,
+        "summary": stopped_line(stopped, summaries),
+    }

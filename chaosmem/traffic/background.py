@@ -19,6 +19,7 @@ Three things keep a worker from outliving its experiment:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -31,7 +32,9 @@ from typing import Any
 import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, register_undo
-from chaosmem.lifecycle import alive, end_processes, write_atomic
+from chaosmem.lifecycle import alive, end_processes
+from chaosmem.secrets import redact_url
+from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.results import new_replay_id, replay_dir, set_latest, write_json_atomic
@@ -50,20 +53,25 @@ _children: dict[str, subprocess.Popen[bytes]] = {}
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaosmem-replay-spawner")
 
 
-def _spawn(out: Path) -> subprocess.Popen[bytes]:
+def _spawn(out: Path, secrets: dict[str, Any]) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     # The worker imports the same chaosmem as we do, installed or from a source tree.
     source = str(Path(chaosmem.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
-    with (out / "worker.log").open("ab") as log:
-        return subprocess.Popen(
+    with open_private(out / "worker.log", "ab") as log:
+        proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, str(out), str(os.getpid())],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=log,
             stderr=log,
             env=env,
             start_new_session=True,  # a Ctrl-C meant for chaos run reaches us, not the worker
         )
+    # NB: header values and URL passwords reach the worker through this pipe, never a file.
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError), proc.stdin:  # it died at once: checked below
+        proc.stdin.write(json.dumps(secrets).encode())
+    return proc
 
 
 def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
@@ -72,18 +80,17 @@ def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
     # starts sending at once; it finds the same schedule in the cache.
     compile_capture(options, cache=state / "cache" / "schedules")
     rid = new_replay_id()
-    out = replay_dir(state, rid)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out = private_dir(replay_dir(state, rid))
     ledger = Ledger(state)
     entry = ledger.record(
         kind=LEDGER_KIND,
-        target={"replay_id": rid, "target_url": options.target_url},
+        target={"replay_id": rid, "target_url": redact_url(options.target_url)},
         undo={"state_dir": str(state), "replay_id": rid},
     )
     write_json_atomic(
         out / "spec.json",
         {
-            "options": options.to_spec(),
+            "options": options.public_spec(),
             "state_dir": str(state),
             "replay_id": rid,
             "ledger_entry": entry.id,
@@ -91,12 +98,12 @@ def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
     )
     set_latest(state, rid)
     try:
-        proc = _spawner.submit(_spawn, out).result()
+        proc = _spawner.submit(_spawn, out, options.secret_spec()).result()
     except OSError as exc:
         ledger.close(entry, "not-applied")
         raise ChaosmemError(f"could not start the replay worker: {exc}") from None
     _children[rid] = proc
-    write_atomic(out / "worker.pid", f"{proc.pid}\n")
+    replace_private(out / "worker.pid", f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT
     while not (out / "summary.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:

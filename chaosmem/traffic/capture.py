@@ -31,6 +31,7 @@ import heapq
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +49,7 @@ __all__ = [
     "CaptureStats",
     "CapturedRequest",
     "Malformed",
+    "check_request",
     "detect_format",
     "expand_capture",
     "read_capture",
@@ -62,6 +64,31 @@ FORMATS = ("auto", "gor", "har", "jsonl")
 CHUNK = 1 << 20
 #: How many malformed records keep their position and reason; the rest are only counted.
 MALFORMED_SAMPLES = 50
+#: The largest record any reader holds (a goreplay record, a JSON line, a HAR entry's text):
+#: a capture of any size replays in bounded memory, whatever one record claims.
+MAX_RECORD = 16 << 20
+#: How deep JSON may nest inside one record (a HAR entry is about 5 levels deep).
+MAX_DEPTH = 32
+#: Recorded times (seconds) beyond this are not times: about year 5138 of the unix epoch.
+MAX_TIME_S = 1e11
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+
+
+def check_request(method: bytes, target: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    """Raise ``ValueError`` unless the request can be sent as captured without changing its
+    meaning: a token method, a target without spaces or control characters, token header names
+    and values without CR, LF or NUL (a value ``"b\\r\\nInjected: yes"`` would add a header)."""
+    if not _TOKEN.fullmatch(method):
+        raise ValueError(f"method {method[:40]!r} is not an HTTP method")
+    if not target or _BAD_TARGET.search(target):
+        raise ValueError(f"request target {target[:80]!r} holds spaces or control characters")
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"header name {name[:40]!r} is not an HTTP token")
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"header {name[:40]!r} has a line break or NUL in its value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +212,15 @@ def parse_http_request(raw: bytes) -> tuple[bytes, bytes, tuple[tuple[bytes, byt
 # -- goreplay ----------------------------------------------------------------------------------
 
 
-def _gor_records(stream: IO[bytes]) -> Iterator[tuple[int, int, bytes]]:
-    """(record number, byte offset, bytes) for each record between separators, streamed."""
+def _gor_records(
+    stream: IO[bytes], max_record: int = MAX_RECORD
+) -> Iterator[tuple[int, int, bytes | None]]:
+    """(record number, byte offset, bytes) for each record between separators, streamed;
+    bytes is None for a record longer than ``max_record`` (skipped to the next separator)."""
     buf = b""
     base = 0  # byte offset of buf[0] in the (decompressed) file
     number = 0
+    skipping = False  # inside an oversized record: drop bytes until its separator
     # NB: read1 hands over what one decompression step gave, so the records of a truncated
     # .gz before the cut are still replayed; read(CHUNK) would raise before returning any.
     read = getattr(stream, "read1", stream.read)
@@ -201,13 +232,21 @@ def _gor_records(stream: IO[bytes]) -> Iterator[tuple[int, int, bytes]]:
         start = 0
         while (end := buf.find(GOR_SEPARATOR, start)) >= 0:
             number += 1
-            yield number, base + start, buf[start:end]
+            too_big = skipping or end - start > max_record
+            yield number, base + start, None if too_big else buf[start:end]
+            skipping = False
             start = end + len(GOR_SEPARATOR)
         base += start
         buf = buf[start:]
-    if buf.strip():
+        if len(buf) > max_record + len(GOR_SEPARATOR):
+            # keep only what could be the start of a separator
+            keep = len(GOR_SEPARATOR) - 1
+            base += len(buf) - keep
+            buf = buf[-keep:]
+            skipping = True
+    if buf.strip() or skipping:
         number += 1
-        yield number, base, buf
+        yield number, base, None if skipping else buf
 
 
 def read_gor(stream: IO[bytes], name: str, stats: CaptureStats) -> Iterator[CapturedRequest]:
@@ -215,6 +254,9 @@ def read_gor(stream: IO[bytes], name: str, stats: CaptureStats) -> Iterator[Capt
     for number, offset, record in _gor_records(stream):
         stats.records += 1
         position = f"{name}: record {number} at byte {offset}"
+        if record is None:
+            stats.bad(position, f"record longer than {MAX_RECORD} bytes")
+            continue
         newline = record.find(b"\n")
         header = record[:newline] if newline >= 0 else record
         fields = header.split()
@@ -225,12 +267,15 @@ def read_gor(stream: IO[bytes], name: str, stats: CaptureStats) -> Iterator[Capt
             stats.skipped_responses += 1
             continue
         try:
+            if len(fields[2]) > 20 or not fields[2].isdigit() or int(fields[2]) >= 1 << 63:
+                raise ValueError(fields[2])
             at_ns = int(fields[2])
         except ValueError:
             stats.bad(position, f"timestamp {fields[2]!r} is not a whole number of nanoseconds")
             continue
         try:
             method, target, headers, body = parse_http_request(record[newline + 1 :])
+            check_request(method, target, headers)
         except ValueError as exc:
             stats.bad(position, str(exc))
             continue
@@ -260,7 +305,9 @@ def _text(value: Any) -> bytes:
 
 
 def _har_time_ns(value: Any) -> int:
-    moment = datetime.fromisoformat(str(value))
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("startedDateTime is not an ISO 8601 time")
+    moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise ValueError("startedDateTime has no time zone")
     return int(moment.timestamp() * 1_000_000_000)
@@ -287,16 +334,118 @@ def _har_request(entry: Any) -> tuple[int, bytes, bytes, tuple[tuple[bytes, byte
     return _har_time_ns(entry["startedDateTime"]), method, target, headers, body
 
 
+_OPEN = frozenset({"start_map", "start_array"})
+_STEP = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
+_CLOSE = frozenset({"end_map", "end_array"})
+
+
+class _TooDeep(ValueError):
+    pass
+
+
+def _har_entries(stream: IO[bytes]) -> Iterator[tuple[Any, str | None]]:
+    """Each element of ``log.entries``, built from ``ijson``'s basic events with bounds: an
+    entry nested deeper than :data:`MAX_DEPTH` or larger than :data:`MAX_RECORD` comes out as
+    ``(None, reason)`` and is never built.
+
+    NB: not ``ijson.items()``: its prefix strings grow with depth, so 20,000 nested arrays
+    (40 KB of HAR) cost a gigabyte before a single entry is returned. The entry is built here
+    with a plain stack (no per-event method calls): this loop is the HAR reader's hot path.
+    """
+    frames: list[list[Any]] = []  # [kind, current key] of each container around the entries
+    stack: list[Any] = []  # the containers of the entry being built, innermost last
+    keys: list[Any] = []  # the current key of each of them (maps), or None (arrays)
+    reason: str | None = None
+    size = 0
+    for event, value in ijson.basic_parse(stream, use_float=True):
+        if stack:
+            if reason is None:
+                if event == "map_key":
+                    keys[-1] = value
+                    size += len(value) + 8
+                    continue
+                step = _STEP.get(event)
+                if step is None:  # a scalar
+                    size += len(value) + 8 if type(value) is str else 8
+                    top = stack[-1]
+                    if type(top) is dict:
+                        top[keys[-1]] = value
+                    else:
+                        top.append(value)
+                elif step > 0:
+                    new: Any = {} if event == "start_map" else []
+                    top = stack[-1]
+                    if type(top) is dict:
+                        top[keys[-1]] = new
+                    else:
+                        top.append(new)
+                    stack.append(new)
+                    keys.append(None)
+                    if len(stack) > MAX_DEPTH:
+                        reason = f"nested deeper than {MAX_DEPTH} levels"
+                elif len(stack) == 1:
+                    yield stack[0], None
+                    stack.clear()
+                    keys.clear()
+                    size = 0
+                    continue
+                else:
+                    stack.pop()
+                    keys.pop()
+                if size > MAX_RECORD:
+                    reason = f"entry larger than {MAX_RECORD} bytes"
+                if reason is not None:
+                    # NB: drop what was built; from here only the depth is followed
+                    depth = len(stack)
+                    stack[1:] = []
+                    stack[0] = depth
+            else:
+                step = _STEP.get(event)
+                if step:
+                    stack[0] += step
+                    if stack[0] == 0:
+                        yield None, reason
+                        stack.clear()
+                        keys.clear()
+                        reason, size = None, 0
+            continue
+        if (
+            len(frames) == 3
+            and frames[0] == ["map", "log"]
+            and frames[1] == ["map", "entries"]
+            and frames[2][0] == "array"
+            and event != "end_array"
+        ):
+            if event in _OPEN:
+                stack.append({} if event == "start_map" else [])
+                keys.append(None)
+            else:
+                yield value, None  # a scalar entry: refused as "not a HAR request entry"
+            continue
+        if event in _OPEN:
+            frames.append(["map" if event == "start_map" else "array", None])
+            if len(frames) > MAX_DEPTH:
+                raise _TooDeep(f"nested deeper than {MAX_DEPTH} levels outside the entries")
+        elif event in _CLOSE:
+            frames.pop()
+        elif event == "map_key":
+            frames[-1][1] = value
+
+
 def read_har(stream: IO[bytes], name: str, stats: CaptureStats) -> Iterator[CapturedRequest]:
-    """Requests of a HAR 1.2 file, entry by entry (``log.entries``)."""
+    """Requests of a HAR 1.2 file, entry by entry (``log.entries``), in bounded memory."""
     number = 0
     try:
-        for entry in ijson.items(stream, "log.entries.item", use_float=True):
+        for entry, reason in _har_entries(stream):
             number += 1
             stats.records += 1
             position = f"{name}: entry {number}"
+            if reason is not None:
+                stats.bad(position, reason)
+                continue
             try:
                 at_ns, method, target, headers, body = _har_request(entry)
+                check_request(method, target, headers)
             except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
                 stats.bad(position, f"not a HAR request entry ({type(exc).__name__}: {exc})")
                 continue
@@ -304,7 +453,7 @@ def read_har(stream: IO[bytes], name: str, stats: CaptureStats) -> Iterator[Capt
             connection = entry.get("connection") if isinstance(entry, dict) else None
             link = _text(connection)[:256] if isinstance(connection, str | int) else b""
             yield CapturedRequest(at_ns, method, target, headers, body, position, link)
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, _TooDeep) as exc:
         # NB: a JSON syntax error leaves no way to find the next entry: the rest is lost, counted.
         stats.records += 1
         stats.bad(f"{name}: after entry {number}", f"invalid JSON, rest of file skipped ({exc})")
@@ -317,8 +466,6 @@ def _jsonl_request(obj: Any, previous_ns: int) -> CapturedRequest:
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     method = _text(obj.get("method", "GET")).upper()
-    if not method.isalpha():
-        raise ValueError(f"method {obj.get('method')!r} is not an HTTP method")
     if "path" in obj:
         target = _text(obj["path"])
         if not target.startswith(b"/"):
@@ -340,25 +487,43 @@ def _jsonl_request(obj: Any, previous_ns: int) -> CapturedRequest:
     time = obj.get("time")
     if time is None:
         at_ns = previous_ns
-    elif isinstance(time, int | float) and not isinstance(time, bool):
+    elif (
+        isinstance(time, int | float)
+        and not isinstance(time, bool)
+        and -MAX_TIME_S <= time <= MAX_TIME_S  # NB: False for NaN too
+    ):
         at_ns = int(time * 1_000_000_000)
     else:
-        raise ValueError(f"time {time!r} is not a number of seconds")
+        raise ValueError(f"time {str(time)[:40]} is not a number of seconds within ±1e11")
+    check_request(method, target, tuple(headers))
     return CapturedRequest(at_ns, method, target, tuple(headers), body, "")
+
+
+def _lines(stream: IO[bytes], max_record: int = MAX_RECORD) -> Iterator[bytes | None]:
+    """The file's lines; None for one longer than ``max_record`` (read past, never held)."""
+    while line := stream.readline(max_record + 1):
+        if len(line) > max_record and not line.endswith(b"\n"):
+            while (rest := stream.readline(CHUNK)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line
 
 
 def read_jsonl(stream: IO[bytes], name: str, stats: CaptureStats) -> Iterator[CapturedRequest]:
     """Requests of a chaosmem JSON-lines file, line by line."""
     previous_ns = 0
-    for number, line in enumerate(stream, start=1):
-        if not line.strip():
+    for number, line in enumerate(_lines(stream), start=1):
+        if line is not None and not line.strip():
             continue
         stats.records += 1
         position = f"{name}: line {number}"
         try:
+            if line is None:
+                raise ValueError(f"line longer than {MAX_RECORD} bytes")
             request = _jsonl_request(json.loads(line), previous_ns)
-        except (ValueError, TypeError, binascii.Error) as exc:
-            stats.bad(position, str(exc))
+        except (ValueError, TypeError, binascii.Error, RecursionError, OverflowError) as exc:
+            stats.bad(position, str(exc)[:200] or type(exc).__name__)
             continue
         previous_ns = request.at_ns
         stats.requests += 1

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaosmem.state import open_private, replace_private
 from chaosmem.traffic.capture import CapturedRequest, CaptureStats, Malformed, read_capture
 from chaosmem.traffic.options import DROPPED_HEADERS, ReplayOptions
 
@@ -264,8 +265,8 @@ def _write(options: ReplayOptions, into: Path, key: str) -> None:
     offset = 0
     pack = RECORD.pack
     with (
-        open(into / "index.bin", "wb", buffering=_WRITE_BUFFER) as index,
-        open(into / "wire.bin", "wb", buffering=_WRITE_BUFFER) as wire,
+        open_private(into / "index.bin", "wb", buffering=_WRITE_BUFFER) as index,
+        open_private(into / "wire.bin", "wb", buffering=_WRITE_BUFFER) as wire,
     ):
         requests: Iterator[CapturedRequest] = read_capture(
             list(options.files), fmt=options.capture_format, stats=stats
@@ -295,7 +296,7 @@ def _write(options: ReplayOptions, into: Path, key: str) -> None:
         "capture": stats.as_dict(),
         "compiled_at": round(time.time(), 3),
     }
-    (into / "meta.json").write_text(json.dumps(meta, sort_keys=True) + "\n", encoding="utf-8")
+    replace_private(into / "meta.json", json.dumps(meta, sort_keys=True) + "\n")
 
 
 def _prune(root: Path, keep: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chaosmem.errors import InvalidArgument
+from chaosmem.secrets import redact_headers, redact_url
 from chaosmem.traffic.capture import FORMATS, expand_capture
 from chaosmem.validate import check_bool, check_choice, check_int, check_url
 
@@ -82,10 +83,25 @@ class ReplayOptions:
         return urlsplit(self.target_url).path.rstrip("/")
 
     def to_spec(self) -> dict[str, Any]:
+        """Everything, secrets included: only for handing the replay to its worker in memory."""
         spec = asdict(self)
         spec["capture"] = list(spec.pop("files"))
         spec["headers"] = dict(spec.pop("set_headers"))
         return spec
+
+    def public_spec(self) -> dict[str, Any]:
+        """:meth:`to_spec` with credential-like header values and a URL password masked: what
+        summaries, ``spec.json`` and activity results carry."""
+        spec = self.to_spec()
+        spec["headers"] = redact_headers(spec["headers"])
+        spec["target_url"] = redact_url(self.target_url)
+        return spec
+
+    def secret_spec(self) -> dict[str, Any]:
+        """The arguments :meth:`public_spec` masked, to pass to a worker without writing them."""
+        spec = self.to_spec()
+        public = self.public_spec()
+        return {k: spec[k] for k in ("headers", "target_url") if spec[k] != public[k]}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], **changes: Any) -> ReplayOptions:
@@ -104,8 +120,11 @@ class ReplayOptions:
 def _positive(value: object, *, name: str, expected: str, suffix: str = "") -> float:
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except OverflowError:  # an int such as 10**400
+            number = None
+    elif isinstance(value, str) and len(value) <= 64:
         text = value.strip()
         if suffix and text.endswith(suffix):
             text = text[: -len(suffix)]
@@ -113,7 +132,8 @@ def _positive(value: object, *, name: str, expected: str, suffix: str = "") -> f
             number = float(text)
         except ValueError:
             number = None
-    if number is None or not math.isfinite(number) or number <= 0:
+    # NB: at most 1e9: a speed or rate beyond is a typo, and would overflow the schedule's maths
+    if number is None or not math.isfinite(number) or not 0 < number <= 1e9:
         raise InvalidArgument(name, value, expected)
     return number
 

@@ -47,6 +47,8 @@ import httptools
 
 from chaosmem.interrupts import stop_on_signals
 from chaosmem.ledger import current_run
+from chaosmem.secrets import redact_url
+from chaosmem.state import open_private, private_dir
 from chaosmem.traffic.capture import CaptureStats
 from chaosmem.traffic.compile import compile_capture
 from chaosmem.traffic.histogram import Histogram
@@ -220,6 +222,7 @@ class Replayer:
         self._latency = Histogram()
         self._lag = Histogram()
         self._retried = 0
+        self._unsent_due = 0  # due before `duration` ended, never sent (back-pressure)
         self._buf = bytearray()
         self._files: dict[str, IO[Any]] = {}
 
@@ -229,9 +232,11 @@ class Replayer:
         self._loop = asyncio.get_running_loop()
         self._finished = self._loop.create_future()
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._files["seconds"] = open(self.out_dir / "seconds.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-            self._files["requests"] = open(self.out_dir / "requests.bin", "ab")  # noqa: SIM115
+            private_dir(self.out_dir)
+            self._files["seconds"] = open_private(
+                self.out_dir / "seconds.jsonl", "a", encoding="utf-8"
+            )
+            self._files["requests"] = open_private(self.out_dir / "requests.bin", "ab")
         self._cpu0 = time.process_time()
         wall, now = time.time(), _now()
         if self.start_at is None:
@@ -305,6 +310,8 @@ class Replayer:
                 if item is None and not self._exhausted:
                     item = self._next = self._read_next()
             if item is None or now >= self._cap_at:
+                if item is not None:
+                    self._count_unsent()
                 self._exhausted = True
                 self._next = None
                 if now >= self._cap_at:  # nothing is sent after ``duration``
@@ -482,6 +489,25 @@ class Replayer:
         self._drop(conn)
         self._pump()
 
+    def _count_unsent(self) -> None:
+        """At the end of ``duration``: count what was due before it and never sent (a hung
+        target holds every connection, so the schedule falls behind): its own figure in the
+        summary, not hidden among the requests that were sent."""
+        limit = self.options.duration
+        if limit is None:
+            return
+        pending = list(self._ready)
+        for held in self._busy.values():
+            pending.extend(held or ())
+        if self._next is not None:
+            pending.append(self._next)
+        self._unsent_due += sum(1 for i in pending if i.offset < limit)
+        for count, item in enumerate(self._items):
+            # NB: bounded: a looping schedule is endless, and its offsets only grow
+            if item.offset >= limit or count >= 10_000_000:
+                break
+            self._unsent_due += 1
+
     def _sweep(self, interval: float) -> None:
         now = _now()
         expired = now - self.timeout
@@ -594,8 +620,8 @@ class Replayer:
             "state": self._state,
             "error": self._error,
             "pid": os.getpid(),
-            "target_url": self.options.target_url,
-            "options": self.options.to_spec(),
+            "target_url": redact_url(self.options.target_url),
+            "options": self.options.public_spec(),
             "started_at": round(getattr(self, "started_at", time.time()), 3),
             "ended_at": round(self.started_at + duration, 3) if self._state != "running" else None,
             "duration_s": round(duration, 4),
@@ -604,6 +630,7 @@ class Replayer:
             "no_status": sum(errors.values()),
             "in_flight": max(self._inflight, 0),
             "retried_stale_connections": self._retried,
+            "unsent_due": self._unsent_due,
             "status": status,
             "errors": errors,
             "req_per_s": round(finished / duration, 1) if duration else 0.0,
@@ -723,7 +750,7 @@ def run_replay(
     """
     rid = replay_id or new_replay_id()
     out = replay_dir(state, rid)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(out)
     if make_latest:
         set_latest(state, rid)
     stream = sys.stderr if progress and sys.stderr.isatty() else None

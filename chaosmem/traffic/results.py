@@ -39,8 +39,9 @@ from typing import Any
 
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import current_run
-from chaosmem.lifecycle import write_atomic
+from chaosmem.state import private_dir, read_private, replace_private
 from chaosmem.traffic.histogram import Histogram
+from chaosmem.validate import check_name
 
 __all__ = [
     "ERROR_CODES",
@@ -73,7 +74,8 @@ def replays_dir(state: Path) -> Path:
 
 
 def replay_dir(state: Path, replay_id: str) -> Path:
-    return replays_dir(state) / replay_id
+    """``STATE/replays/<id>``; the id must be a plain name (``"../../x"`` is refused)."""
+    return replays_dir(state) / check_name(replay_id, name="replay_id")
 
 
 def new_replay_id() -> str:
@@ -83,7 +85,7 @@ def new_replay_id() -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Readers in other processes see the old file or the new one, never half of one."""
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    replace_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 #: A run id becomes a directory name: nothing else is accepted as one.
@@ -99,8 +101,8 @@ def _run_pointer(state: Path, run: str) -> Path:
 
 
 def _write_pointer(path: Path, replay_id: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(path, replay_id + "\n")
+    private_dir(path.parent)
+    replace_private(path, check_name(replay_id, name="replay_id") + "\n")
 
 
 def set_latest(state: Path, replay_id: str) -> None:
@@ -121,7 +123,7 @@ def own_replay_id(state: Path, run: str | None = None) -> str:
     run = run if run is not None else current_run()
     if run:
         try:
-            text = _run_pointer(state, run).read_text(encoding="utf-8").strip()
+            text = read_private(_run_pointer(state, run), limit=4096).strip()
         except FileNotFoundError:
             text = ""
         if not text:
@@ -129,7 +131,7 @@ def own_replay_id(state: Path, run: str | None = None) -> str:
                 f"no replay has run in this run ({run}, state dir {state}): start replay_traffic "
                 "earlier in the method, or pass replay_id"
             )
-        return text
+        return check_name(text, name=f"runs/{run}/replay")
     if state not in _started_here:
         raise ChaosmemError(
             f"no replay has run in this process with state dir {state}, and there is no chaosmem "
@@ -141,10 +143,10 @@ def own_replay_id(state: Path, run: str | None = None) -> str:
 
 def latest_id(state: Path) -> str | None:
     try:
-        text = (replays_dir(state) / "latest").read_text(encoding="utf-8").strip()
+        text = read_private(replays_dir(state) / "latest", limit=4096).strip()
     except FileNotFoundError:
         return None
-    return text or None
+    return check_name(text, name="replays/latest") if text else None
 
 
 def read_summary(state: Path, replay_id: str | None = None) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def read_summary(state: Path, replay_id: str | None = None) -> dict[str, Any]:
     rid = replay_id or own_replay_id(state)
     path = replay_dir(state, rid) / "summary.json"
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(read_private(path))
     except FileNotFoundError:
         raise ChaosmemError(f"replay {rid} has no summary at {path}; did it start?") from None
     except ValueError as exc:
@@ -184,7 +186,14 @@ def read_requests(path: Path) -> Iterator[tuple[int, int, int, int]]:
 
 
 _STATES = ("failed", "running", "stopped", "done")  # the first one any shard is in wins
-_SUMMED = ("sent", "completed", "no_status", "in_flight", "retried_stale_connections")
+_SUMMED = (
+    "sent",
+    "completed",
+    "no_status",
+    "in_flight",
+    "retried_stale_connections",
+    "unsent_due",
+)
 
 
 def _num(value: Any) -> float | None:

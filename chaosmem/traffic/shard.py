@@ -43,6 +43,7 @@ import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.lifecycle import alive, end_processes
+from chaosmem.state import open_private
 from chaosmem.traffic.compile import Compiled
 from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.results import (
@@ -141,12 +142,12 @@ class ShardMerger:
                     shutil.copyfileobj(part, into, 1 << 20)
 
 
-def _spawn(directory: Path) -> subprocess.Popen[bytes]:
+def _spawn(directory: Path, secrets: dict[str, Any]) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     source = str(Path(chaosmem.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
-    with (directory / "worker.log").open("ab") as log:
-        return subprocess.Popen(
+    with open_private(directory / "worker.log", "ab") as log:
+        proc = subprocess.Popen(
             [sys.executable, "-m", SHARD_MODULE, str(directory), str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -155,6 +156,12 @@ def _spawn(directory: Path) -> subprocess.Popen[bytes]:
             # NB: a Ctrl-C meant for us is passed on as SIGTERM, once, by us
             start_new_session=True,
         )
+    # NB: credential headers and a URL password go down the pipe (first line), never to disk
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(json.dumps(secrets).encode() + b"\n")
+        proc.stdin.flush()
+    return proc
 
 
 def _is_worker(argv: list[str], *, directory: Path) -> bool:
@@ -230,7 +237,7 @@ def run_sharded(
     SIGTERM), as in :func:`chaosmem.traffic.replay.run_engine`.
     """
     dirs = [out / "shards" / str(n) for n in range(workers)]
-    spec = options.to_spec()
+    spec = options.public_spec()
     for n, (directory, conns) in enumerate(
         zip(dirs, split_concurrency(options.concurrency, workers), strict=True)
     ):
@@ -248,7 +255,7 @@ def run_sharded(
     base = {
         "replay_id": replay_id,
         "pid": os.getpid(),
-        "target_url": options.target_url,
+        "target_url": spec["target_url"],
         "options": spec,
         "workers": workers,
         "started_at": time.time(),
@@ -268,7 +275,7 @@ def run_sharded(
         try:
             try:
                 for directory in dirs:
-                    procs.append(_spawn(directory))
+                    procs.append(_spawn(directory, options.secret_spec()))
                 _await_ready(procs, dirs, stop)
             except (OSError, ChaosmemError) as exc:
                 _end(procs, dirs, 1.0)

@@ -14,6 +14,7 @@ import math
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from chaosmem.traffic.compile import open_compiled
 from chaosmem.traffic.options import ReplayOptions
@@ -28,7 +29,14 @@ def main(argv: list[str]) -> int:
     directory, parent = Path(argv[0]), int(argv[1])
     die_with_parent(parent)
     spec = json.loads((directory / "spec.json").read_text(encoding="utf-8"))
-    options = ReplayOptions.from_spec(spec["options"])
+    # the masked arguments (credential headers, a URL password) come first on stdin
+    secrets = json.loads(sys.stdin.readline() or "{}")
+    changes: dict[str, Any] = {}
+    if "headers" in secrets:
+        changes["set_headers"] = tuple((str(k), str(v)) for k, v in secrets["headers"].items())
+    if "target_url" in secrets:
+        changes["target_url"] = str(secrets["target_url"])
+    options = ReplayOptions.from_spec(spec["options"], **changes)
     compiled = open_compiled(Path(spec["compiled"]))
     schedule = Schedule(options, compiled, shard=int(spec["shard"]), shards=int(spec["shards"]))
     sys.stdout.write("ready\n")

@@ -8,6 +8,7 @@ for the three things that keep this process from outliving its experiment.
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import os
 import signal
@@ -38,7 +39,9 @@ def main(argv: list[str]) -> int:
     out, parent = Path(argv[0]), int(argv[1])
     die_with_parent(parent)
     spec = read_spec(out)
-    options = parse_options(**spec["options"])
+    # the masked arguments (credential headers, a URL password) come on stdin, never on disk
+    secrets = json.loads(sys.stdin.buffer.read() or b"{}")
+    options = parse_options(**{**spec["options"], **secrets})
     if options.duration is not None:
         # Last resort if the event loop itself were stuck: the default SIGALRM action kills us.
         signal.alarm(math.ceil(options.duration + options.timeout + 30))
