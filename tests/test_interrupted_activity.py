@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 
 from chaosmem.interrupts import take_interrupts
 from chaosmem.ledger import Ledger
+from chaosmem.lifecycle import cmdline
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.traffic.options import parse_options
 from chaosmem.traffic.replay import run_replay
@@ -350,3 +352,167 @@ def test_sigterm_while_start_service_waits_for_ready_interrupts_the_run(
         proc.wait()
         if silent.is_dir():
             Cgroup.at(silent).remove(grace=0)
+
+
+def _worker_pids(state: Path) -> list[int]:
+    """The pids of a sharded replay's workers, once each has sent something."""
+    pids = []
+    for path in sorted(state.glob("replays/*/shards/*/summary.json")):
+        with contextlib.suppress(ValueError):  # being replaced
+            part = json.loads(path.read_text())
+            if part.get("sent", 0) > 0:
+                pids.append(int(part["pid"]))
+    return pids
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_a_sharded_foreground_replay_interrupts_the_run(
+    tmp_path: Path, cgroup: Cgroup, sig: signal.Signals
+) -> None:
+    cgroup.set_memory_limit(256 << 20)
+    capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
+    state = tmp_path / "state"
+    with RecordingServer() as server:
+        replay = _action(
+            "replay", "chaosmem.traffic.actions", "replay_traffic", capture=str(capture),
+            target_url=server.url, loop=True, duration="60s", workers=2,
+        )  # fmt: skip
+        proc = _start(_experiment(tmp_path, cgroup, replay), tmp_path)
+        try:
+            _wait("both workers send", lambda: len(_worker_pids(state)) == 2, proc)
+            pids = _worker_pids(state)
+            assert cgroup.memory_limit() == 64 << 20
+            extension, output = _check_interrupted(proc, tmp_path, cgroup, sig)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not [pid for pid in pids if _running(pid)], output  # no worker outlives the run
+    (summary,) = _summaries(state)
+    assert summary["workers"] == 2, summary
+    assert summary["state"] == "stopped", summary  # the merged one, written before the end
+    assert summary["duration_s"] < 30, summary
+    assert extension["interrupted"]["signal"] == sig.name, output
+    if sig == signal.SIGTERM:  # handed on to Chaos Toolkit's own handler, after the stop
+        journal = json.loads((tmp_path / "journal.json").read_text())
+        (record,) = [r for r in journal["run"] if r["activity"]["name"] == "replay"]
+        assert "InterruptExecution" in "".join(record.get("exception", [])), record
+
+
+def _sharded_options(capture: Path, url: str) -> Any:
+    return parse_options(capture=str(capture), target_url=url, loop=True, duration="60s", workers=2)
+
+
+def test_a_sharded_replay_hands_the_signal_on_and_puts_the_handlers_back(tmp_path: Path) -> None:
+    """In this process, with workers: the replay stops, the owner gets the signal once, after
+    the merged summary says stopped; every worker has ended; both handlers are the owner's."""
+    seen: list[tuple[int, str]] = []
+    state = tmp_path / "state"
+
+    def owner(signum: int, _frame: object) -> None:
+        merged = [s for s in _summaries(state) if s.get("workers") == 2]
+        seen.append((signum, merged[0]["state"] if merged else "none"))
+
+    def interrupt_when_sending() -> None:
+        deadline = time.monotonic() + 60
+        while len(_worker_pids(state)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, owner)
+    before_int = signal.getsignal(signal.SIGINT)
+    take_interrupts()
+    try:
+        capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
+        with RecordingServer() as server:
+            sender = threading.Thread(target=interrupt_when_sending, daemon=True)
+            sender.start()
+            summary = run_replay(_sharded_options(capture, server.url), state=state)
+            sender.join(5)
+        pids = _worker_pids(state)
+        assert summary["workers"] == 2 and len(pids) == 2
+        assert summary["state"] == "stopped" and summary["duration_s"] < 30
+        assert seen == [(signal.SIGTERM, "stopped")]  # handed on once the replay had stopped
+        assert not [pid for pid in pids if _running(pid)]
+        assert signal.getsignal(signal.SIGTERM) is owner
+        assert signal.getsignal(signal.SIGINT) is before_int
+        assert [(i.signal, i.work) for i in take_interrupts()] == [("SIGTERM", "replay_traffic")]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sharded_replay_that_ends_puts_the_handlers_back(tmp_path: Path) -> None:
+    def owner(_signum: int, _frame: object) -> None:
+        raise AssertionError("no signal was sent")
+
+    previous_term = signal.signal(signal.SIGTERM, owner)
+    previous_int = signal.signal(signal.SIGINT, owner)
+    try:
+        capture = write_timed_gor(tmp_path / "t.gor", count=20, span_s=0.2)
+        with RecordingServer() as server:
+            options = parse_options(capture=str(capture), target_url=server.url, workers=2)
+            summary = run_replay(options, state=tmp_path / "state")
+        assert summary["workers"] == 2 and summary["state"] == "done", summary
+        assert summary["completed"] == 20
+        assert signal.getsignal(signal.SIGTERM) is owner
+        assert signal.getsignal(signal.SIGINT) is owner
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def _processes_running(marker: str) -> list[int]:
+    """Pids whose command line names ``marker`` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and any(marker in arg for arg in cmdline(int(entry.name))):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_signal_while_the_workers_start_stops_the_replay_before_it_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers that take 3 s to start (a real ``sitecustomize`` on their path sleeps): a SIGTERM
+    meanwhile ends them before any start time is handed out; nothing is sent, the merged
+    summary says stopped, and the signal still reaches its owner."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import time\ntime.sleep(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(slow))
+    state = tmp_path / "state"
+    seen: list[int] = []
+    found: list[int] = []
+
+    def interrupt_while_starting() -> None:
+        deadline = time.monotonic() + 30
+        while len(found) < 2 and time.monotonic() < deadline:
+            found[:] = _processes_running(str(state / "replays"))
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
+    take_interrupts()
+    try:
+        capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
+        with RecordingServer() as server:
+            sender = threading.Thread(target=interrupt_while_starting, daemon=True)
+            sender.start()
+            summary = run_replay(_sharded_options(capture, server.url), state=state)
+            sender.join(5)
+            arrived = len(server.arrived)
+        assert len(found) == 2, "the workers were not seen starting"
+        assert summary["state"] == "stopped" and summary["sent"] == 0 == arrived, summary
+        assert not [pid for pid in found if _running(pid)]
+        assert seen == [signal.SIGTERM]
+        assert [i.work for i in take_interrupts()] == ["replay_traffic"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -17,13 +17,17 @@ the end, into the replay's own files, the ones probes, timelines and reports rea
 id, one summary, one ledger entry (the background replay's, if any).
 
 Nothing outlives the replay: workers get SIGTERM when this process (thread) dies
-(``PR_SET_PDEATHSIG``), a SIGTERM or Ctrl-C here is passed on to them, and they are killed if
-they do not stop within a grace period.
+(``PR_SET_PDEATHSIG``); a SIGTERM or Ctrl-C here stops them, as any blocking activity is
+stopped (:func:`chaosmem.interrupts.stop_on_signals`: the signal is noted for the chaosmem
+control, and handed on to the handler that was in place once the merged summary is written);
+they are ended like every process chaosmem starts (:func:`chaosmem.lifecycle.end_processes`:
+SIGTERM, then SIGKILL after a grace period, each pid checked against its ``/proc`` cmdline).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -31,15 +35,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import chaosmem
 from chaosmem.errors import ChaosmemError
-from chaosmem.interrupts import note_interrupt
+from chaosmem.interrupts import StopRequest, stop_on_signals
+from chaosmem.lifecycle import alive, end_processes
 from chaosmem.state import open_private
 from chaosmem.traffic.compile import Compiled
 from chaosmem.traffic.options import ReplayOptions
@@ -161,18 +164,32 @@ def _spawn(directory: Path, secrets: dict[str, Any]) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _end(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+def _is_worker(argv: list[str], *, directory: Path) -> bool:
+    """Whether ``argv`` is the worker :func:`_spawn` started for ``directory``."""
+    return argv[1:4] == ["-m", SHARD_MODULE, str(directory)]
+
+
+def _end(procs: list[subprocess.Popen[bytes]], dirs: list[Path], grace: float) -> None:
+    """End the workers still running: SIGTERM, SIGKILL after ``grace``; then reap them all."""
+
+    def live() -> list[int]:
+        # NB: a reaped child has a returncode and its pid may be someone else's by now; one not
+        # yet reaped is still our child (its pid cannot be reused), a zombie counts as ended.
+        return [
+            proc.pid
+            for proc, directory in zip(procs, dirs, strict=False)
+            if proc.returncode is None
+            and alive(proc.pid, identity=functools.partial(_is_worker, directory=directory))
+        ]
+
+    end_processes(live, grace=grace)
     for proc in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        try:
-            proc.wait(max(deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # NB: stdin may hold an unsent start time
+                    pipe.close()
 
 
 def _log_tail(directory: Path) -> str:
@@ -182,17 +199,17 @@ def _log_tail(directory: Path) -> str:
         return ""
 
 
-def _await_ready(procs: list[subprocess.Popen[bytes]], dirs: list[Path]) -> None:
+def _await_ready(procs: list[subprocess.Popen[bytes]], dirs: list[Path], stop: StopRequest) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     waiting = {proc.stdout.fileno(): n for n, proc in enumerate(procs) if proc.stdout is not None}
-    while waiting:
+    while waiting and not stop.requested:
         left = deadline - time.monotonic()
         if left <= 0:
             raise ChaosmemError(
                 f"replay worker(s) {sorted(waiting.values())} did not start within "
                 f"{READY_TIMEOUT:g}s: {_log_tail(dirs[next(iter(waiting.values()))])}"
             )
-        readable, _, _ = select.select(list(waiting), [], [], min(left, 0.5))
+        readable, _, _ = select.select(list(waiting), [], [], min(left, 0.1))
         for fd in readable:
             n = waiting.pop(fd)
             line = os.read(fd, 64)
@@ -214,8 +231,10 @@ def run_sharded(
 ) -> dict[str, Any]:
     """Replay ``compiled`` with ``workers`` processes; the merged summary once all have ended.
 
-    SIGTERM (when this is the main thread) stops the workers gracefully, and so does Ctrl-C,
-    which then raises ``KeyboardInterrupt`` once the merged summary is written.
+    SIGTERM or SIGINT (when this is the main thread) stops the workers gracefully; once the
+    merged summary is written (``"state": "stopped"``) the signal goes on to the handler that
+    was in place before (``KeyboardInterrupt`` for SIGINT, Chaos Toolkit's interrupt for
+    SIGTERM), as in :func:`chaosmem.traffic.replay.run_engine`.
     """
     dirs = [out / "shards" / str(n) for n in range(workers)]
     spec = options.public_spec()
@@ -249,67 +268,69 @@ def run_sharded(
         base["run"] = current_run()
     merger = ShardMerger(out, dirs, base)
     procs: list[subprocess.Popen[bytes]] = []
-    stop = threading.Event()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous: Any = None
-    if main_thread:
-
-        def on_term(signum: int, _frame: FrameType | None) -> None:
-            note_interrupt(signum, work="replay_traffic")  # the chaosmem control ends the run
-            stop.set()
-
-        previous = signal.signal(signal.SIGTERM, on_term)
-    try:
+    stop = StopRequest()
+    # NB: the merged summary is final before the signal is handed on (``KeyboardInterrupt``,
+    # Chaos Toolkit's interrupt), so everything up to it happens inside the block.
+    with stop_on_signals(stop.set, work="replay_traffic"):
         try:
-            for directory in dirs:
-                procs.append(_spawn(directory, options.secret_spec()))
-            _await_ready(procs, dirs)
-        except (OSError, ChaosmemError) as exc:
-            _end(procs, 1.0)
-            raise ChaosmemError(f"could not start the replay workers: {exc}") from None
-        start_at = time.time() + START_MARGIN
-        base["started_at"] = start_at
-        for proc in procs:
-            assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.write(f"{start_at!r}\n".encode())
-                proc.stdin.close()
-        merger.update([False] * workers)
-        stopping = False
-        while True:
-            ended = [proc.poll() is not None for proc in procs]
-            if all(ended):
-                break
-            if stop.is_set() and not stopping:
-                stopping = True
-                for proc in procs:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.send_signal(signal.SIGTERM)
-                threading.Thread(target=_end, args=(procs, GRACE), daemon=True).start()
-            time.sleep(0.25)
-            merger.update(ended)
-            if progress is not None:
-                _show_progress(progress, merger)
-    except KeyboardInterrupt:
-        _end(procs, GRACE)
-        merger.update([True] * workers, final=True)
-        merger.join_requests()
-        raise
-    finally:
-        _end(procs, GRACE)
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    summary = merger.update([True] * workers, final=True)
-    merger.join_requests()
-    failed = [n for n, proc in enumerate(procs) if proc.returncode not in (0, -signal.SIGTERM)]
-    if failed and summary["state"] != "failed":
-        summary["state"] = "failed"
-        summary["error"] = "; ".join(
-            f"worker {n} exited with {procs[n].returncode}: {_log_tail(dirs[n]).strip()[-300:]}"
-            for n in failed
-        )
-        write_json_atomic(out / "summary.json", summary)
+            try:
+                for directory in dirs:
+                    procs.append(_spawn(directory, options.secret_spec()))
+                _await_ready(procs, dirs, stop)
+            except (OSError, ChaosmemError) as exc:
+                _end(procs, dirs, 1.0)
+                raise ChaosmemError(f"could not start the replay workers: {exc}") from None
+            if not stop.requested:
+                _start(procs, base)
+                _follow(procs, dirs, merger, stop, progress)
+        finally:
+            # NB: also when a second signal was handed on at once (the owner raised here)
+            _end(procs, dirs, GRACE)
+            summary = merger.update([True] * workers, final=True)
+            merger.join_requests()
+        failed = [n for n, proc in enumerate(procs) if proc.returncode not in (0, -signal.SIGTERM)]
+        if failed and summary["state"] != "failed":
+            summary["state"] = "failed"
+            summary["error"] = "; ".join(
+                f"worker {n} exited with {procs[n].returncode}: {_log_tail(dirs[n]).strip()[-300:]}"
+                for n in failed
+            )
+            write_json_atomic(out / "summary.json", summary)
+        elif stop.requested and summary["state"] == "running":
+            summary["state"] = "stopped"  # stopped before any worker had started to write
+            write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _start(procs: list[subprocess.Popen[bytes]], base: dict[str, Any]) -> None:
+    """Hand every worker the start time: a moment ahead, the same unix time for all."""
+    start_at = time.time() + START_MARGIN
+    base["started_at"] = start_at
+    for proc in procs:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(f"{start_at!r}\n".encode())
+            proc.stdin.close()
+
+
+def _follow(
+    procs: list[subprocess.Popen[bytes]],
+    dirs: list[Path],
+    merger: ShardMerger,
+    stop: StopRequest,
+    progress: IO[str] | None,
+) -> None:
+    """Merge the workers' results while they run, until all have ended or a stop is asked
+    for (then end them: each writes its last summary on SIGTERM)."""
+    ended = [False] * len(procs)
+    merger.update(ended)
+    while not all(ended):
+        if stop.wait(0.25):
+            _end(procs, dirs, GRACE)
+        ended = [proc.poll() is not None for proc in procs]
+        merger.update(ended)
+        if progress is not None:
+            _show_progress(progress, merger)
 
 
 def _show_progress(stream: IO[str], merger: ShardMerger) -> None:
