@@ -8,7 +8,6 @@ The context is plain JSON-able data: ``--format json`` prints it as is.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from typing import Any
 
 from chaosmem.report.journal import as_dict, as_list, chaosmem_extension
 from chaosmem.report.redact import redact, unknown_env_values
-from chaosmem.report.series import build_series, thin
+from chaosmem.report.series import MAX_BYTES, build_series, thin
 from chaosmem.report.verdict import SEVERITY, describe_tolerance, failure_message, judge, worst
 from chaosmem.timeline.sources import target_label
 from chaosmem.units import format_size
@@ -187,7 +186,9 @@ def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _size(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """A size from a journal, formatted; None for anything that is not one (NB: comparing, not
+    converting, so an int too large for a float is refused rather than raising)."""
+    if type(value) not in (int, float) or not 0 <= value <= MAX_BYTES:  # NaN fails both
         return None
     return format_size(float(value))
 
