@@ -198,7 +198,9 @@ def test_compiled_requests_are_rewritten_once(tmp_path: Path) -> None:
     )
     compiled = compile_capture(options, cache=tmp_path / "cache")
     items = list(Schedule(options, compiled))
-    assert [i.wire for i in items] == [b"GET /p/a HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"] * 3
+    assert [wire for _, wire, _, _ in items] == [
+        b"GET /p/a HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+    ] * 3
 
 
 # -- sharding without sockets ------------------------------------------------------------------
@@ -214,10 +216,10 @@ def test_shards_partition_the_schedule_and_keep_sessions_whole(tmp_path: Path, k
     all_items = {}
     owner: dict[str, int] = {}
     for shard in range(3):
-        for item in Schedule(options, compiled, shard=shard, shards=3):
-            path = item.wire.split(b" ")[1].decode()
+        for offset, wire, _head, _session in Schedule(options, compiled, shard=shard, shards=3):
+            path = wire.split(b" ")[1].decode()
             assert path not in all_items  # exactly once
-            all_items[path] = item.offset
+            all_items[path] = offset
             session = path.split("/")[2]
             assert owner.setdefault(session, shard) == shard  # a session stays on one shard
     assert len(all_items) == 300
@@ -230,7 +232,7 @@ def test_without_a_session_requests_go_round_robin(tmp_path: Path) -> None:
     capture = write_timed_gor(tmp_path / "t.gor", count=10, span_s=0.9)
     options = parse_options(capture=str(capture), target_url="http://127.0.0.1:9")
     compiled = compile_capture(options, cache=tmp_path / "cache")
-    shares = [[i.offset for i in Schedule(options, compiled, shard=s, shards=2)] for s in (0, 1)]
+    shares = [[i[0] for i in Schedule(options, compiled, shard=s, shards=2)] for s in (0, 1)]
     assert shares[0] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
     assert shares[1] == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9])
 
@@ -251,13 +253,12 @@ def test_har_connection_is_the_session_when_there_is_no_key(tmp_path: Path) -> N
     compiled = compile_capture(options, cache=tmp_path / "cache")
     for shard in (0, 1):
         connections = {
-            i.wire.split(b"/")[1] for i in Schedule(options, compiled, shard=shard, shards=2)
+            i[1].split(b"/")[1] for i in Schedule(options, compiled, shard=shard, shards=2)
         }
         for other in (0, 1):
             if other != shard:
                 theirs = {
-                    i.wire.split(b"/")[1]
-                    for i in Schedule(options, compiled, shard=other, shards=2)
+                    i[1].split(b"/")[1] for i in Schedule(options, compiled, shard=other, shards=2)
                 }
                 assert not connections & theirs
 

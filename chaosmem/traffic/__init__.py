@@ -4,3 +4,8 @@
 them and accounts for every request, ``results`` is the state-dir layout other code reads;
 ``actions``/``probes`` are the thin Chaos Toolkit faces, ``worker`` runs a background replay.
 """
+
+from chaosmem.traffic.native import activate as _activate
+
+# The compiled replay engine, when a fresh build exists (see chaosmem.traffic.native).
+_activate(__path__)

@@ -101,7 +101,30 @@ def format_summary(summary: dict[str, Any], *, results: str) -> str:
     return "\n".join(lines)
 
 
+def _native(args: argparse.Namespace) -> int:
+    from chaosmem.traffic.native import build, status
+
+    usable, why = status()
+    if args.check or usable:
+        print(f"compiled replay engine: {'in use' if usable else 'not in use'} ({why})")
+        return 0 if usable or not args.check else 1
+    built, what = build()
+    print(f"compiled replay engine: {what}" if built else f"not compiled: {what}")
+    # NB: not compiling is not a failure: the interpreted engine does the same work, slower
+    return 0
+
+
 def register(subparsers: Any) -> None:
+    native = subparsers.add_parser(
+        "native",
+        help="compile the replay engine with mypyc (make setup does it), or --check it",
+        description="Compile chaosmem's replay engine (chaosmem/traffic/native.py says what and "
+        "why) unless an up-to-date build exists; without mypy or a C compiler, say why and exit 0.",
+    )
+    native.add_argument(
+        "--check", action="store_true", help="only say whether it is in use (exit 1 if not)"
+    )
+    native.set_defaults(handler=_native)
     parser = subparsers.add_parser(
         "replay",
         help="replay captured traffic (goreplay .gor, HAR, JSON lines) against a target",

@@ -33,14 +33,17 @@ The replay ends when the schedule is exhausted and nothing is in flight, at ``du
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import ssl
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -51,11 +54,16 @@ from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir
 from chaosmem.traffic.capture import CaptureStats
 from chaosmem.traffic.compile import compile_capture
+from chaosmem.traffic.histogram import EXACT as _EXACT
 from chaosmem.traffic.histogram import Histogram
+from chaosmem.traffic.histogram import bucket as _bucket
 from chaosmem.traffic.options import ReplayOptions, auto_workers
 from chaosmem.traffic.results import (
     ERROR_CODES,
+    LAG_SHARES,
+    LATENCY_SHARES,
     REQUEST_RECORD,
+    ms_percentiles,
     new_replay_id,
     replay_dir,
     set_latest,
@@ -77,12 +85,20 @@ _ERROR_NAME = {code: name for name, code in ERROR_CODES.items()}
 _now = time.perf_counter
 
 
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection carrying at most one request at a time."""
+class _Conn:
+    """One keep-alive connection carrying at most one request at a time: an asyncio protocol.
+
+    Not a subclass of ``asyncio.Protocol``, so that it compiles to a native class (see
+    :mod:`chaosmem.traffic.native`); the event loop only calls the methods, and the ones the
+    base class would supply (``eof_received``, ``pause_writing``, ``resume_writing``) are here.
+    The replayer sets ``item``, ``sent_at``, ``got`` and ``headers_done`` and calls ``write``
+    itself when it sends (inline: a method call per request costs more than the assignments).
+    """
 
     __slots__ = (
         "dead",
         "dial",
+        "done",
         "engine",
         "got",
         "headers_done",
@@ -91,28 +107,25 @@ class _Conn(asyncio.Protocol):
         "reused",
         "sent_at",
         "transport",
+        "write",
     )
 
     def __init__(self, engine: Replayer) -> None:
         self.engine = engine
+        #: the replayer's completion handler, bound once: it runs for every response
+        self.done = engine.completed
         self.transport: asyncio.Transport | None = None
+        #: the transport's ``write``, bound once it is connected (None until then)
+        self.write: Any = None
         self.parser = httptools.HttpResponseParser(self)
-        self.item: Item | None = None
+        #: the request in flight: an :data:`Item`, or a retried one (see :meth:`Replayer.lost`)
+        self.item: tuple[Any, ...] | None = None
         self.sent_at = 0.0
         self.got = False
         self.headers_done = False
         self.reused = False
         self.dead = False
         self.dial: asyncio.Task[Any] | None = None
-
-    # -- engine side
-    def send(self, item: Item, now: float) -> None:
-        self.item = item
-        self.sent_at = now
-        self.got = False
-        self.headers_done = False
-        if self.transport is not None:
-            self.transport.write(item.wire)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -123,8 +136,9 @@ class _Conn(asyncio.Protocol):
     # -- asyncio side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.write = transport.write  # type: ignore[attr-defined]
         if self.item is not None:
-            self.transport.write(self.item.wire)  # type: ignore[union-attr]
+            self.write(self.item[1])
 
     def data_received(self, data: bytes) -> None:
         self.got = True
@@ -135,26 +149,37 @@ class _Conn(asyncio.Protocol):
                 self.engine.failed(self, _OTHER)
             self.abort()
             return
-        if self.headers_done and self.item is not None and self.item.head:
+        if self.headers_done and self.item is not None and self.item[2]:
             # NB: httptools cannot be told a response answers HEAD and would wait for the body
             # its Content-Length announces; the headers are the whole response.
             status = self.parser.get_status_code()
             self.parser = httptools.HttpResponseParser(self)
-            self.engine.completed(self, status, True)
+            self.done(self, status, True)
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
 
     def on_message_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200 and status >= 100 and status != 101:
             self.headers_done = False
             return  # an interim response (103 Early Hints); the real one follows
-        if self.item is not None and not self.item.head:
-            self.engine.completed(self, status, self.parser.should_keep_alive())
+        item = self.item
+        if item is not None and not item[2]:
+            self.done(self, status, parser.should_keep_alive())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine.lost(self, exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost accounts for the request
+
+    def pause_writing(self) -> None:
+        pass  # one request at a time per connection: nothing more is written until it ends
+
+    def resume_writing(self) -> None:
+        pass
 
 
 class _Second:
@@ -199,13 +224,13 @@ class Replayer:
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._items = iter(self.schedule)
-        self._next: Item | None = None
+        self._next: tuple[Any, ...] | None = None
         self._exhausted = False
         #: items that go before the schedule's next: retries, and requests released when the
         #: previous request of their session ended
-        self._ready: deque[Item] = deque()
+        self._ready: deque[tuple[Any, ...]] = deque()
         #: sessions with a request in flight (or in ``_ready``) -> their requests waiting behind
-        self._busy: dict[int, deque[Item] | None] = {}
+        self._busy: dict[int, deque[tuple[Any, ...]] | None] = {}
         self._idle: list[_Conn] = []
         self._conns: set[_Conn] = set()
         self._inflight = 0
@@ -217,7 +242,7 @@ class Replayer:
         # accounting
         self._second = _Second()
         self._seconds_written = 0
-        self._total_sent = 0
+        self._total_sent = 0  # of the seconds flushed; the current one is in self._second
         self._total_codes: dict[int, int] = {}
         self._latency = Histogram()
         self._lag = Histogram()
@@ -304,7 +329,7 @@ class Replayer:
         while True:
             queued = bool(ready)
             if queued:
-                item: Item | None = ready[0]
+                item: tuple[Any, ...] | None = ready[0]
             else:
                 item = self._next
                 if item is None and not self._exhausted:
@@ -319,7 +344,7 @@ class Replayer:
                     busy.clear()
                 self._maybe_finish()
                 return
-            due = t0 + item.offset
+            due = t0 + item[0]
             if due > now and not queued:
                 if due >= self._cap_at:
                     self._exhausted = True
@@ -328,7 +353,7 @@ class Replayer:
                     return
                 self._arm(due, now)
                 return
-            session = item.session
+            session = item[3]
             if session and not queued and session in busy:
                 # NB: one request of a session at a time, in recorded order: the next one waits
                 # for the previous one's end, as the recorded client did.
@@ -350,12 +375,26 @@ class Replayer:
                 self._next = None
                 if session:
                     busy[session] = None
-            conn.send(item, now)
+            # NB: what sending is, inline (see _Conn); a connection still dialling sends from
+            # connection_made
+            conn.item = item
+            conn.sent_at = now
+            conn.got = conn.headers_done = False
+            write = conn.write
+            if write is not None:
+                write(item[1])
             self._inflight += 1
             second = self._second
-            second.lag.record(int((now - due) * 1e6))  # merged into the total each second
             second.sent += 1
-            self._total_sent += 1
+            # NB: Histogram.record of the lag, inline (merged into the total each second)
+            lag = int((now - due) * 1e6)
+            hist = second.lag
+            hist.buckets[lag if 0 <= lag < _EXACT else _bucket(lag)] += 1
+            hist.count += 1
+            if lag > 0:
+                hist.total += lag
+                if lag > hist.max:
+                    hist.max = lag
             if not idle and len(self._conns) >= limit:
                 return  # every connection is busy: the next completion pumps again
             now = _now()
@@ -380,7 +419,7 @@ class Replayer:
     async def _connect(self, conn: _Conn) -> None:
         try:
             await self._loop.create_connection(
-                lambda: conn,
+                lambda: cast(asyncio.Protocol, conn),
                 self._host,
                 self._port,
                 ssl=self._ssl,
@@ -414,11 +453,12 @@ class Replayer:
 
     # -- outcomes ---------------------------------------------------------------------------
 
-    def _record(self, item: Item, sent_at: float, now: float, code: int, latency_us: int) -> None:
-        t0 = self._t0
-        self._buf += _PACK(int(item.offset * 1e6), int((sent_at - t0) * 1e6), latency_us, code)
-        if item.session:
-            self._release(item.session)
+    def _record(
+        self, item: tuple[Any, ...], sent_at: float, now: float, code: int, latency_us: int
+    ) -> None:
+        self._buf += _PACK(int(item[0] * 1e6), int((sent_at - self._t0) * 1e6), latency_us, code)
+        if item[3]:
+            self._release(item[3])
         codes = self._second.codes
         codes[code] = codes.get(code, 0) + 1
         self._inflight -= 1
@@ -437,14 +477,18 @@ class Replayer:
             return
         conn.item = None
         sent_at = conn.sent_at
-        latency_us = int((_now() - sent_at) * 1e6)
-        self._latency.record(latency_us)
-        # NB: what _record does, inline: this runs once per answered request
-        self._buf += _PACK(
-            int(item.offset * 1e6), int((sent_at - self._t0) * 1e6), latency_us, status
-        )
-        if item.session:
-            self._release(item.session)
+        latency = int((_now() - sent_at) * 1e6)
+        # NB: Histogram.record and _record, inline: this runs once per answered request
+        hist = self._latency
+        hist.buckets[latency if 0 <= latency < _EXACT else _bucket(latency)] += 1
+        hist.count += 1
+        if latency > 0:
+            hist.total += latency
+            if latency > hist.max:
+                hist.max = latency
+        self._buf += _PACK(int(item[0] * 1e6), int((sent_at - self._t0) * 1e6), latency, status)
+        if item[3]:
+            self._release(item[3])
         second = self._second
         second.completed += 1
         codes = second.codes
@@ -471,17 +515,16 @@ class Replayer:
         item = conn.item
         if item is not None:
             now = _now()
-            if conn.headers_done and not item.head:
+            if conn.headers_done and not item[2]:
                 # A response delimited by the connection's end (no Content-Length): complete.
                 self.completed(conn, conn.parser.get_status_code(), False)
-            elif not conn.got and conn.reused and not item.retried and not self._stopping:
+            elif not conn.got and conn.reused and len(item) == 4 and not self._stopping:
+                # Retried once, at the head of the queue; a fifth field marks it as retried.
                 conn.item = None
-                item.retried = True
                 self._retried += 1
                 self._inflight -= 1
                 self._second.sent -= 1
-                self._total_sent -= 1
-                self._ready.appendleft(item)
+                self._ready.appendleft((*item, True))
             elif exc is None or isinstance(exc, ConnectionResetError | BrokenPipeError):
                 self._error_out(conn, _RESET, now)
             else:
@@ -501,10 +544,10 @@ class Replayer:
             pending.extend(held or ())
         if self._next is not None:
             pending.append(self._next)
-        self._unsent_due += sum(1 for i in pending if i.offset < limit)
+        self._unsent_due += sum(1 for i in pending if i[0] < limit)
         for count, item in enumerate(self._items):
             # NB: bounded: a looping schedule is endless, and its offsets only grow
-            if item.offset >= limit or count >= 10_000_000:
+            if item[0] >= limit or count >= 10_000_000:
                 break
             self._unsent_due += 1
 
@@ -545,6 +588,7 @@ class Replayer:
             return
         second, self._second = self._second, _Second()
         self._seconds_written += 1
+        self._total_sent += second.sent
         status: dict[str, int] = {}
         errors: dict[str, int] = {}
         self._lag.merge(second.lag)
@@ -586,7 +630,7 @@ class Replayer:
             for code, n in sorted(self._total_codes.items(), key=lambda kv: -kv[1])[:5]
         )
         self.progress.write(
-            f"\r\x1b[K{line['elapsed']:7.1f}s  sent {self._total_sent:,}  "
+            f"\r\x1b[K{line['elapsed']:7.1f}s  sent {self._total_sent + self._second.sent:,}  "
             f"{line['sent']:,} req/s  lag p99 {line['lag_p99_ms']} ms  {mix}"
         )
         self.progress.flush()
@@ -607,10 +651,6 @@ class Replayer:
         answered = sum(status.values())
         finished = answered + sum(errors.values())
 
-        def ms(hist: Histogram, share: float) -> float | None:
-            value = hist.percentile(share)
-            return round(value / 1000, 3) if value is not None else None
-
         lag = Histogram()
         lag.merge(self._lag)
         lag.merge(self._second.lag)
@@ -625,7 +665,7 @@ class Replayer:
             "started_at": round(getattr(self, "started_at", time.time()), 3),
             "ended_at": round(self.started_at + duration, 3) if self._state != "running" else None,
             "duration_s": round(duration, 4),
-            "sent": self._total_sent,
+            "sent": self._total_sent + self._second.sent,
             "completed": answered,
             "no_status": sum(errors.values()),
             "in_flight": max(self._inflight, 0),
@@ -635,15 +675,12 @@ class Replayer:
             "errors": errors,
             "req_per_s": round(finished / duration, 1) if duration else 0.0,
             "latency_ms": {
-                "p50": ms(self._latency, 0.5),
-                "p90": ms(self._latency, 0.9),
-                "p99": ms(self._latency, 0.99),
-                "max": ms(self._latency, 1.0),
+                **ms_percentiles(self._latency, LATENCY_SHARES),
                 "mean": round(self._latency.mean / 1000, 3)
                 if self._latency.mean is not None
                 else None,
             },
-            "lag_ms": {"p50": ms(lag, 0.5), "p99": ms(lag, 0.99), "max": ms(lag, 1.0)},
+            "lag_ms": ms_percentiles(lag, LAG_SHARES),
             "histograms": {"latency_us": self._latency.to_sparse(), "lag_us": lag.to_sparse()},
             "workers": 1,
             # CPU of this process (user + system) while the replay ran: what sending costs
@@ -717,6 +754,7 @@ def run_engine(
 
     # NB: the handlers are ours only while the replay runs; Chaos Toolkit's come back after it.
     with (
+        _frozen_heap(),
         asyncio.Runner(loop_factory=_new_loop) as runner,
         stop_on_signals(
             lambda: runner.get_loop().call_soon_threadsafe(stop_when_running),
@@ -724,6 +762,22 @@ def run_engine(
         ),
     ):
         return runner.run(main())
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """While a replay runs, the garbage collector leaves the objects that existed before it alone.
+
+    Why: a full collection walks every object of the process (in a ``chaos run``, Chaos Toolkit,
+    the kubernetes client and their modules), a pause of tens of milliseconds in the middle of the
+    schedule, which shows as lag. The replay's own objects are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def schedule_cache(state: Path) -> Path:
