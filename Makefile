@@ -7,12 +7,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The Go demo service (demo/orders) builds offline in GOPATH mode against Debian's Go packages.
 GO_PACKAGES := golang-go golang-github-prometheus-client-golang-dev
-DEB_PACKAGES ?= chromium wrk nginx-light prometheus $(GO_PACKAGES) qemu-system-x86 busybox-static cpio
+DEB_PACKAGES ?= chromium wrk nginx-light prometheus $(GO_PACKAGES) qemu-system-x86 busybox-static cpio gcc
 ORDERS := demo/bin/orders
 ORDERS_SRC := $(wildcard demo/orders/*.go)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps demo test test-v2 lint bench clean orders
+.PHONY: setup deps native demo test test-v2 lint bench clean orders
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) deps
+setup: $(STAMP) deps native
+
+# The replay engine compiled with mypyc (chaosmem/traffic/native.py): a no-op when the build is
+# up to date; without a C compiler it says so and the interpreted engine runs.
+native: $(STAMP)
+	$(VENV)/bin/chaosmem native
 
 # make demo needs chaosmem, not the test tools: a full setup already counts.
 $(VENV)/.installed-demo: pyproject.toml
@@ -74,4 +79,4 @@ bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .cache/vm build dist *.egg-info reports/*.html reports/*.md reports/*.xml demo/bin
+	rm -rf $(VENV) .cache/vm chaosmem/traffic/_native build dist *.egg-info reports/*.html reports/*.md reports/*.xml demo/bin

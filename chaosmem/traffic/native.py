@@ -38,34 +38,34 @@ HERE = Path(__file__).resolve().parent
 MODULES = ("histogram", "schedule", "replay")
 NATIVE_DIR = HERE / "_native"
 _PACKAGE_DIR = NATIVE_DIR / "chaosmem" / "traffic"
-_MANIFEST = NATIVE_DIR / "manifest.json"
 _GROUP = "chaosmem.traffic._engine"
 #: set to "0" to run the interpreted modules even when a fresh build exists
 ENV = "CHAOSMEM_NATIVE"
 
 
-def _digest(name: str) -> str:
-    return hashlib.sha256((HERE / f"{name}.py").read_bytes()).hexdigest()
-
-
-def _expected() -> dict[str, Any]:
+def _expected(here: Path) -> dict[str, Any]:
     return {
         "cache_tag": sys.implementation.cache_tag,
-        "sources": {name: _digest(name) for name in MODULES},
+        "sources": {
+            name: hashlib.sha256((here / f"{name}.py").read_bytes()).hexdigest() for name in MODULES
+        },
     }
 
 
-def status() -> tuple[bool, str]:
-    """(usable, why): whether a fresh build of :data:`MODULES` exists for this interpreter."""
+def status(here: Path = HERE) -> tuple[bool, str]:
+    """(usable, why): whether a fresh build of the :data:`MODULES` of the package directory
+    ``here`` exists for this interpreter."""
     if os.environ.get(ENV, "").strip() == "0":
         return False, f"{ENV}=0"
+    manifest_path = here / "_native" / "manifest.json"
+    package_dir = here / "_native" / "chaosmem" / "traffic"
     try:
-        manifest = json.loads(_MANIFEST.read_text(encoding="utf-8"))
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return False, "not built (run `chaosmem native`)"
     except (OSError, ValueError) as exc:
-        return False, f"unreadable manifest {_MANIFEST}: {exc}"
-    expected = _expected()
+        return False, f"unreadable manifest {manifest_path}: {exc}"
+    expected = _expected(here)
     if not isinstance(manifest, dict) or manifest.get("cache_tag") != expected["cache_tag"]:
         return False, f"built for another interpreter than {expected['cache_tag']}"
     stale = [
@@ -80,10 +80,10 @@ def status() -> tuple[bool, str]:
         not isinstance(files, list)
         or not files
         or not all(
-            isinstance(f, str) and "/" not in f and (_PACKAGE_DIR / f).is_file() for f in files
+            isinstance(f, str) and "/" not in f and (package_dir / f).is_file() for f in files
         )
     ):
-        return False, f"incomplete build in {_PACKAGE_DIR}"
+        return False, f"incomplete build in {package_dir}"
     return True, f"compiled by mypy {manifest.get('mypy', '?')}"
 
 
@@ -100,9 +100,9 @@ def activate(package_path: list[str]) -> bool:
 
 def active() -> bool:
     """Whether the replay engine running in this process is the compiled one."""
-    from chaosmem.traffic import replay
+    from chaosmem.traffic.replay import ENGINE
 
-    return not str(getattr(replay, "__file__", "")).endswith(".py")
+    return ENGINE == "compiled"
 
 
 _SETUP = """
@@ -131,7 +131,7 @@ def build(*, quiet: bool = True) -> tuple[bool, str]:
     if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
         return False, "no C compiler (cc/gcc) on PATH: install the Debian package gcc"
     root = HERE.parents[1]
-    expected = _expected()
+    expected = _expected(HERE)
     with tempfile.TemporaryDirectory(prefix="chaosmem-native-") as tmp:
         out = Path(tmp) / "lib"
         paths = ",".join(f"chaosmem/traffic/{name}.py" for name in MODULES)
@@ -149,7 +149,7 @@ def build(*, quiet: bool = True) -> tuple[bool, str]:
         files = sorted(p.name for p in built.glob("*.so"))
         if len(files) != len(MODULES) + 1:
             return False, f"mypyc built {files}, expected {len(MODULES) + 1} extension modules"
-        if _expected() != expected:
+        if _expected(HERE) != expected:
             return False, "the sources changed during the build; run it again"
         staging = NATIVE_DIR.with_name("_native.new")
         shutil.rmtree(staging, ignore_errors=True)

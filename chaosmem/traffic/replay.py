@@ -83,6 +83,8 @@ _ERROR_NAME = {code: name for name, code in ERROR_CODES.items()}
 
 
 _now = time.perf_counter
+#: which engine this is: these lines compiled by mypyc (chaosmem.traffic.native), or interpreted
+ENGINE = "interpreted" if __file__.endswith(".py") else "compiled"
 
 
 class _Conn:
@@ -683,6 +685,7 @@ class Replayer:
             "lag_ms": ms_percentiles(lag, LAG_SHARES),
             "histograms": {"latency_us": self._latency.to_sparse(), "lag_us": lag.to_sparse()},
             "workers": 1,
+            "engine": ENGINE,
             # CPU of this process (user + system) while the replay ran: what sending costs
             "cpu_s": round(time.process_time() - getattr(self, "_cpu0", time.process_time()), 3),
             "passes": self.schedule.passes,

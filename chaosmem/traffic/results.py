@@ -304,6 +304,9 @@ def merge_summaries(parts: list[dict[str, Any]], *, base: dict[str, Any]) -> dic
             "cpu_s": round(cpu, 3),
             "filtered": first.get("filtered", base.get("filtered", 0)),
             "capture": first.get("capture", base.get("capture")),
+            # one engine for every shard of a machine; pods say which ran in them
+            "engine": "+".join(sorted({str(p["engine"]) for p in parts if p.get("engine")}))
+            or None,
         }
     )
     return merged
