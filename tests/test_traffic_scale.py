@@ -27,7 +27,7 @@ from chaosmem.targets.cgroup import Cgroup
 from chaosmem.traffic.actions import replay_traffic, stop_traffic_replay
 from chaosmem.traffic.capture import gor_bytes, write_gor_record
 from chaosmem.traffic.compile import compile_capture
-from chaosmem.traffic.histogram import Histogram
+from chaosmem.traffic.histogram import BUCKET_OF, Histogram, bucket
 from chaosmem.traffic.options import ReplayOptions, auto_workers, available_cores, parse_options
 from chaosmem.traffic.probes import replay_summary, status_ratio
 from chaosmem.traffic.results import REQUEST_RECORD, read_seconds
@@ -344,6 +344,41 @@ def test_histograms_survive_the_file_and_merge_like_one(left: list[int], right: 
     for share in (0.5, 0.9, 0.99, 1.0):
         assert merged.percentile(share) == both.percentile(share)
     assert merged.count == both.count and merged.max == both.max
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=2**50), min_size=1, max_size=300),
+    st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6),
+)
+def test_percentiles_are_the_recorded_values_within_a_bucket(
+    values: list[int], shares: list[float]
+) -> None:
+    hist = Histogram()
+    for value in values:
+        hist.record(value)
+    ordered = sorted(values)
+    got = hist.percentiles(shares)
+    assert got == [hist.percentile(share) for share in shares]
+    for share, value in zip(shares, got, strict=True):
+        exact = ordered[max(1, round(share * len(values))) - 1]
+        assert value is not None
+        # exact below 128 µs; above, within one bucket (1/64 of a power of two)
+        assert abs(value - exact) <= max(exact / 64, 0), (share, exact, value)
+
+
+def test_the_bucket_table_is_the_bucket_function() -> None:
+    assert len(BUCKET_OF) == 1 << 16
+    assert all(BUCKET_OF[value] == bucket(value) for value in range(1 << 16))
+
+
+def test_a_value_beyond_64_bits_lands_in_the_last_bucket_and_survives_the_file() -> None:
+    hist = Histogram()
+    hist.record(2**70)
+    hist.record(5)
+    again = Histogram.from_sparse(json.loads(json.dumps(hist.to_sparse())))
+    assert again.count == 2 and again.max == 2**70
+    assert again.percentiles([0.5, 1.0]) == hist.percentiles([0.5, 1.0]) == [5.0, 2.0**65 + 2.0**58]
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,10 @@ replay's event loop for more than a fraction of a millisecond.
 from __future__ import annotations
 
 import itertools
-import operator
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EXACT", "MAX_INDEX", "SUB", "Histogram", "bucket"]
+__all__ = ["BUCKET_OF", "EXACT", "MAX_INDEX", "SUB", "Histogram", "bucket"]
 
 SUB = 64  # buckets per power of two above the exact range
 EXACT = 2 * SUB  # values below this are their own bucket
@@ -33,6 +31,22 @@ def bucket(value: int) -> int:
     shift = value.bit_length() - 7
     index = shift * SUB + (value >> shift)
     return index if index < MAX_INDEX else MAX_INDEX
+
+
+def _bucket_table(bits: int) -> list[int]:
+    """``bucket(v)`` for every ``v`` below ``2**bits``, built a run of equal buckets at a time."""
+    table = list(range(EXACT))
+    for shift in range(1, bits - 6):
+        for index in range(shift * SUB + SUB, shift * SUB + 2 * SUB):
+            table.extend(itertools.repeat(index, 1 << shift))
+    return table
+
+
+#: ``bucket(v) == BUCKET_OF[v]`` for ``0 <= v < len(BUCKET_OF)`` (65.5 ms in microseconds): a
+#: list lookup on the replay's hot path instead of ``bit_length`` and shifts
+BUCKET_OF = _bucket_table(16)
+#: the bucket indexes as the keys of :meth:`Histogram.to_sparse` (a summary is written each second)
+_KEYS = [str(index) for index in range(MAX_INDEX + 1)]
 
 
 def _value(index: int) -> float:
@@ -70,11 +84,9 @@ class Histogram:
 
     def merge(self, other: Histogram) -> None:
         mine, theirs = self.buckets, other.buckets
-        if len(theirs) > len(mine):
-            mine.extend([0] * (len(theirs) - len(mine)))
-        if len(theirs) < len(mine):
-            theirs = theirs + [0] * (len(mine) - len(theirs))
-        mine[:] = map(operator.add, mine, theirs)
+        # NB: only the buckets that hold something (C-level scan): merged once a second
+        for index in itertools.compress(range(len(theirs)), theirs):
+            mine[index] += theirs[index]
         self.count += other.count
         self.total += other.total
         self.max = max(self.max, other.max)
@@ -84,22 +96,29 @@ class Histogram:
         return self.percentiles((share,))[0]
 
     def percentiles(self, shares: Sequence[float]) -> list[float | None]:
-        """:meth:`percentile` of each share, walking the buckets once for all of them."""
+        """:meth:`percentile` of each share, in one walk over the buckets that hold something."""
         if not self.count:
             return [None for _ in shares]
-        running = list(itertools.accumulate(self.buckets))
-        out: list[float | None] = []
-        for share in shares:
-            index = bisect_left(running, max(1, round(share * self.count)))
-            value = _value(index) if index < len(running) else float(self.max)
-            out.append(min(value, float(self.max)))
+        top = float(self.max)
+        ranks = sorted((max(1, round(share * self.count)), n) for n, share in enumerate(shares))
+        out: list[float | None] = [top for _ in shares]
+        buckets = self.buckets
+        seen = 0
+        next_rank = 0
+        for index in itertools.compress(range(len(buckets)), buckets):
+            seen += buckets[index]
+            while next_rank < len(ranks) and seen >= ranks[next_rank][0]:
+                out[ranks[next_rank][1]] = min(_value(index), top)
+                next_rank += 1
+            if next_rank == len(ranks):
+                break
         return out
 
     def to_sparse(self) -> dict[str, Any]:
         """The buckets that hold something, for ``summary.json``: what lets shards merge."""
         return {
             "buckets": {
-                str(i): self.buckets[i]
+                _KEYS[i]: self.buckets[i]
                 for i in itertools.compress(range(len(self.buckets)), self.buckets)
             },
             "count": self.count,

@@ -54,7 +54,7 @@ from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir
 from chaosmem.traffic.capture import CaptureStats
 from chaosmem.traffic.compile import compile_capture
-from chaosmem.traffic.histogram import EXACT as _EXACT
+from chaosmem.traffic.histogram import BUCKET_OF as _BUCKET_OF
 from chaosmem.traffic.histogram import Histogram
 from chaosmem.traffic.histogram import bucket as _bucket
 from chaosmem.traffic.options import ReplayOptions, auto_workers
@@ -83,6 +83,7 @@ _ERROR_NAME = {code: name for name, code in ERROR_CODES.items()}
 
 
 _now = time.perf_counter
+_TABLE = len(_BUCKET_OF)
 #: which engine this is: these lines compiled by mypyc (chaosmem.traffic.native), or interpreted
 ENGINE = "interpreted" if __file__.endswith(".py") else "compiled"
 
@@ -391,7 +392,7 @@ class Replayer:
             # NB: Histogram.record of the lag, inline (merged into the total each second)
             lag = int((now - due) * 1e6)
             hist = second.lag
-            hist.buckets[lag if 0 <= lag < _EXACT else _bucket(lag)] += 1
+            hist.buckets[_BUCKET_OF[lag] if 0 <= lag < _TABLE else _bucket(lag)] += 1
             hist.count += 1
             if lag > 0:
                 hist.total += lag
@@ -482,7 +483,7 @@ class Replayer:
         latency = int((_now() - sent_at) * 1e6)
         # NB: Histogram.record and _record, inline: this runs once per answered request
         hist = self._latency
-        hist.buckets[latency if 0 <= latency < _EXACT else _bucket(latency)] += 1
+        hist.buckets[_BUCKET_OF[latency] if 0 <= latency < _TABLE else _bucket(latency)] += 1
         hist.count += 1
         if latency > 0:
             hist.total += latency
@@ -653,9 +654,11 @@ class Replayer:
         answered = sum(status.values())
         finished = answered + sum(errors.values())
 
-        lag = Histogram()
-        lag.merge(self._lag)
-        lag.merge(self._second.lag)
+        lag = self._lag
+        if self._second.lag.count:  # the current, unflushed second
+            lag = Histogram()
+            lag.merge(self._lag)
+            lag.merge(self._second.lag)
         return {
             "replay_id": self.replay_id,
             "run": current_run(),
