@@ -22,6 +22,9 @@ What it does, all in one run:
    figure and prints the schedule lag p99 (actual send time minus scheduled, as the replayer
    records it from its monotonic clock) and the rate delivered.
 
+The replay engine is the compiled one when ``chaosmem native`` has built it (``make setup``
+does); ``CHAOSMEM_NATIVE=0`` measures the interpreted one. Which ran is printed.
+
 Goals (issue 14; a benchmark, not a test): >= 0.9x wrk -t2 unthrottled, <= 1.0 CPU s per 100k
 requests on one worker, lag p99 <= 10 ms at 80%. The machine may be shared: ratios from the
 same round matter more than absolute figures. nginx comes from the Debian package
@@ -162,6 +165,7 @@ def run_chaosmem(
         "completed": summary["completed"],
         "lag_p99": summary["lag_ms"]["p99"],
         "duration": summary["duration_s"],
+        "engine": summary.get("engine") or "?",
     }
 
 
@@ -235,6 +239,11 @@ def main() -> int:
         f"capture: {args.requests:,} requests, {size / 1e6:.1f} MB on disk, compiled once in "
         f"{compile_s:.2f}s ({compiled.requests:,} requests); {args.rounds} interleaved rounds; "
         f"loopback nginx (1 worker); {os.cpu_count()} cores"
+    )
+    engines = sorted({r[w]["engine"] for r in rows for w in (1, 2)})
+    print(
+        f"  chaosmem engine               : {', '.join(engines)} (chaosmem native --check; "
+        "CHAOSMEM_NATIVE=0 runs the interpreted one)"
     )
     print(
         f"  wrk -t2 -c{CONNECTIONS} req/s          : {spread([r['wrk']['rps'] for r in rows], '{:,.0f}')}"
