@@ -198,7 +198,7 @@ def test_compiled_requests_are_rewritten_once(tmp_path: Path) -> None:
     )
     compiled = compile_capture(options, cache=tmp_path / "cache")
     items = list(Schedule(options, compiled))
-    assert [wire for _, wire, _, _ in items] == [
+    assert [wire for _, wire, _, _, _ in items] == [
         b"GET /p/a HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
     ] * 3
 
@@ -216,7 +216,9 @@ def test_shards_partition_the_schedule_and_keep_sessions_whole(tmp_path: Path, k
     all_items = {}
     owner: dict[str, int] = {}
     for shard in range(3):
-        for offset, wire, _head, _session in Schedule(options, compiled, shard=shard, shards=3):
+        for offset, wire, _head, _session, _retried in Schedule(
+            options, compiled, shard=shard, shards=3
+        ):
             path = wire.split(b" ")[1].decode()
             assert path not in all_items  # exactly once
             all_items[path] = offset

@@ -121,8 +121,8 @@ class _Conn:
         #: the transport's ``write``, bound once it is connected (None until then)
         self.write: Any = None
         self.parser = httptools.HttpResponseParser(self)
-        #: the request in flight: an :data:`Item`, or a retried one (see :meth:`Replayer.lost`)
-        self.item: tuple[Any, ...] | None = None
+        #: the request in flight
+        self.item: Item | None = None
         self.sent_at = 0.0
         self.got = False
         self.headers_done = False
@@ -227,13 +227,13 @@ class Replayer:
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._items = iter(self.schedule)
-        self._next: tuple[Any, ...] | None = None
+        self._next: Item | None = None
         self._exhausted = False
         #: items that go before the schedule's next: retries, and requests released when the
         #: previous request of their session ended
-        self._ready: deque[tuple[Any, ...]] = deque()
+        self._ready: deque[Item] = deque()
         #: sessions with a request in flight (or in ``_ready``) -> their requests waiting behind
-        self._busy: dict[int, deque[tuple[Any, ...]] | None] = {}
+        self._busy: dict[int, deque[Item] | None] = {}
         self._idle: list[_Conn] = []
         self._conns: set[_Conn] = set()
         self._inflight = 0
@@ -332,7 +332,7 @@ class Replayer:
         while True:
             queued = bool(ready)
             if queued:
-                item: tuple[Any, ...] | None = ready[0]
+                item: Item | None = ready[0]
             else:
                 item = self._next
                 if item is None and not self._exhausted:
@@ -456,9 +456,7 @@ class Replayer:
 
     # -- outcomes ---------------------------------------------------------------------------
 
-    def _record(
-        self, item: tuple[Any, ...], sent_at: float, now: float, code: int, latency_us: int
-    ) -> None:
+    def _record(self, item: Item, sent_at: float, now: float, code: int, latency_us: int) -> None:
         self._buf += _PACK(int(item[0] * 1e6), int((sent_at - self._t0) * 1e6), latency_us, code)
         if item[3]:
             self._release(item[3])
@@ -521,13 +519,13 @@ class Replayer:
             if conn.headers_done and not item[2]:
                 # A response delimited by the connection's end (no Content-Length): complete.
                 self.completed(conn, conn.parser.get_status_code(), False)
-            elif not conn.got and conn.reused and len(item) == 4 and not self._stopping:
-                # Retried once, at the head of the queue; a fifth field marks it as retried.
+            elif not conn.got and conn.reused and not item[4] and not self._stopping:
+                # Retried once, at the head of the queue, marked as retried.
                 conn.item = None
                 self._retried += 1
                 self._inflight -= 1
                 self._second.sent -= 1
-                self._ready.appendleft((*item, True))
+                self._ready.appendleft((item[0], item[1], item[2], item[3], True))
             elif exc is None or isinstance(exc, ConnectionResetError | BrokenPipeError):
                 self._error_out(conn, _RESET, now)
             else:

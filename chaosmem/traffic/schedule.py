@@ -22,9 +22,10 @@ __all__ = ["Item", "Schedule"]
 _BATCH = 8192  # index records unpacked at a time (200 KiB)
 
 #: One request to send: (offset in seconds after the start, bytes on the wire, HEAD?, session
-#: hash or 0). A plain tuple, not a class: the replayer makes and reads one per request, and a
-#: class's ``__init__`` is a Python call on that path (about a fifth of the schedule's cost).
-Item = tuple[float, bytes, bool, int]
+#: hash or 0, already retried once?). A plain tuple, not a class: the replayer makes and reads
+#: one per request, and a class's ``__init__`` is a Python call on that path (about a fifth of
+#: the schedule's cost).
+Item = tuple[float, bytes, bool, int, bool]
 
 
 def _map(path: str) -> mmap.mmap | None:
@@ -93,7 +94,7 @@ class Schedule:
                         offset = position / rate if rate else base + at_ns * per_ns
                         position += 1
                         sent_this_pass += 1
-                        yield (offset, wire[at : at + length], flags == FLAG_HEAD, session)
+                        yield (offset, wire[at : at + length], flags == FLAG_HEAD, session, False)
                     last_ns = at_ns
                 if not options.loop or sent_this_pass == 0:
                     return  # NB: a shard with no share of the capture must not spin forever
