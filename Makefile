@@ -64,7 +64,7 @@ demo: $(VENV)/.installed-demo
 test: setup
 	$(PY) -m pytest -q
 	@# the replay engine's own tests again on its interpreted modules (the suite ran compiled ones)
-	CHAOSMEM_NATIVE=0 $(PY) -m pytest -q -p no:cacheprovider tests/test_traffic_replay.py tests/test_traffic_scale.py
+	CHAOSMEM_NATIVE=0 $(PY) -m pytest -q tests/test_traffic_replay.py tests/test_traffic_scale.py
 	$(MAKE) --no-print-directory test-v2
 
 # The kernel tests again, on a real cgroup v2 kernel: Debian's kernel under qemu (tests/vm/lane.py;
