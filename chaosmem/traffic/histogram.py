@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["BUCKET_OF", "EXACT", "MAX_INDEX", "SUB", "Histogram", "bucket"]
 
-SUB = 64  # buckets per power of two above the exact range
-EXACT = 2 * SUB  # values below this are their own bucket
-MAX_INDEX = (64 - 6) * SUB + 2 * SUB  # the bucket of 2**64 - 1
+SUB: Final = 64  # buckets per power of two above the exact range
+EXACT: Final = 2 * SUB  # values below this are their own bucket
+MAX_INDEX: Final = (64 - 6) * SUB + 2 * SUB  # the bucket of 2**64 - 1
 _SUB, _EXACT, _MAX_INDEX = SUB, EXACT, MAX_INDEX
 
 
@@ -44,9 +44,9 @@ def _bucket_table(bits: int) -> list[int]:
 
 #: ``bucket(v) == BUCKET_OF[v]`` for ``0 <= v < len(BUCKET_OF)`` (65.5 ms in microseconds): a
 #: list lookup on the replay's hot path instead of ``bit_length`` and shifts
-BUCKET_OF = _bucket_table(16)
+BUCKET_OF: Final = _bucket_table(16)
 #: the bucket indexes as the keys of :meth:`Histogram.to_sparse` (a summary is written each second)
-_KEYS = [str(index) for index in range(MAX_INDEX + 1)]
+_KEYS: Final = [str(index) for index in range(MAX_INDEX + 1)]
 
 
 def _value(index: int) -> float:
