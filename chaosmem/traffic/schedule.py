@@ -76,6 +76,7 @@ class Schedule:
             shard, shards = self.shard, self.shards
             size = RECORD.size
             unpack = RECORD.iter_unpack
+            head = FLAG_HEAD
             position = 0  # global position over all passes (the rate clock)
             per_ns = 1e-9 / speed
             base = 0.0  # offset at which the current pass starts
@@ -94,7 +95,7 @@ class Schedule:
                         offset = position / rate if rate else base + at_ns * per_ns
                         position += 1
                         sent_this_pass += 1
-                        yield (offset, wire[at : at + length], flags == FLAG_HEAD, session, False)
+                        yield (offset, wire[at : at + length], flags == head, session, False)
                     last_ns = at_ns
                 if not options.loop or sent_this_pass == 0:
                     return  # NB: a shard with no share of the capture must not spin forever
