@@ -349,6 +349,7 @@ def test_a_follower_keeps_each_second_once_in_order_and_marks_what_was_lost(
         b"chaosmem-second [1, 2]\n",  # JSON, not an object
         b'chaosmem-second {"seq": 9' + b"9" * (2 * MAX_LINE) + b"}\n",  # too long to parse
         _second(4, 6),  # 2 and 3 rotated away while the stream was down
+        _second(10**12, 5),  # no second of this replay's clock
         (LOG_SUMMARY + json.dumps(own) + "\n").encode(),
         _second(5, 100),  # after the summary: not the shard's
     ]
@@ -364,7 +365,8 @@ def test_a_follower_keeps_each_second_once_in_order_and_marks_what_was_lost(
     )
     assert response.headers["Transfer-Encoding"] == "chunked"
     assert response.read() == b"".join(lines)
-    follower = PodFollower(api, "shop", 0, tmp_path / "shard", started_at=1e9)
+    started_at = time.time() - 30  # the shared clock started 30 s ago
+    follower = PodFollower(api, "shop", 0, tmp_path / "shard", started_at=started_at)
     follower.attach("replay-0", pod["metadata"]["uid"])
     assert follower.ended.wait(HANG), "hung: the follower did not end"
     written = [
@@ -372,6 +374,10 @@ def test_a_follower_keeps_each_second_once_in_order_and_marks_what_was_lost(
     ]
     assert [(x.get("seq"), x["sent"], bool(x.get("lost"))) for x in written] == [
         (0, 1, False), (1, 2, False), (None, 0, True), (None, 0, True), (4, 6, False)
+    ]  # fmt: skip
+    assert [x["elapsed"] for x in written] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert [x["t"] for x in written if x.get("lost")] == [
+        round(started_at + 3, 3), round(started_at + 4, 3)
     ]  # fmt: skip
     assert follower.lost == 2 and follower.final
     assert json.loads((tmp_path / "shard" / "summary.json").read_text()) == own

@@ -59,6 +59,9 @@ MARGIN = 10.0
 IDLE = 30.0
 #: Between attempts while a pod's container is not running yet, or the API did not answer.
 RETRY = 1.0
+#: A second's line may come this long (seconds) after the second, by the shared clock, ends; a
+#: ``seq`` further ahead than that is no second of this replay, and is skipped.
+LATE = 120.0
 #: A log line longer than this is not ours, and is skipped.
 MAX_LINE = 1 << 20
 _TERMINAL = {"Succeeded", "Failed"}
@@ -278,12 +281,24 @@ class PodFollower:
         seq = data.get("seq", self.next_seq)
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < self.next_seq:
             return  # read before: the overlap of a resumed stream
-        if seq > self.next_seq:
-            # NB: cap what a bad seq can make us write; a real gap is a few rotated lines
-            gap = min(seq - self.next_seq, 86400)
-            self.lost += gap
-            for _ in range(gap):
-                self._write({"sent": 0, "completed": 0, "status": {}, "errors": {}, "lost": True})
+        if seq > max(time.time() - self.started_at, 0) + LATE:
+            return  # not a second of this replay's clock (yet): a bogus line, not a gap
+        for lost in range(self.next_seq, seq):
+            # second ``lost`` of the shared clock never reached us: a line that says so keeps
+            # the shards aligned second by second (ShardMerger pairs their n-th lines)
+            self.lost += 1
+            self._write(
+                {
+                    "t": round(self.started_at + lost + 1, 3),
+                    "elapsed": float(lost + 1),
+                    "sent": 0,
+                    "completed": 0,
+                    "status": {},
+                    "errors": {},
+                    "lag_p99_ms": None,
+                    "lost": True,
+                }
+            )
         self.next_seq = seq + 1
         self.tally.add(data)
         self._write(data)
