@@ -144,10 +144,16 @@ def test_pod_figures_merge_live_while_the_job_runs(
         assert all(followed.count(pod) >= 3 for pod in set(followed)), followed
 
 
-def _wait_live(config: dict[str, Any], server: RecordingServer, *, completed: int) -> None:
+def _wait_live(
+    config: dict[str, Any],
+    server: RecordingServer,
+    *,
+    completed: int,
+    replay_id: str | None = None,
+) -> None:
     deadline = time.monotonic() + HANG
     while time.monotonic() < deadline:
-        live = replay_summary(configuration=config)
+        live = replay_summary(replay_id=replay_id, configuration=config)
         if live["completed"] >= completed and len(server.arrived) >= completed:
             assert live["state"] == "running", live
             return
@@ -381,3 +387,68 @@ def test_a_follower_keeps_each_second_once_in_order_and_marks_what_was_lost(
     ]  # fmt: skip
     assert follower.lost == 2 and follower.final
     assert json.loads((tmp_path / "shard" / "summary.json").read_text()) == own
+
+
+@pytest.mark.parametrize("killed", ["coordinator", "coordinator-and-worker"])
+def test_a_background_replay_in_pods_after_its_coordinator_was_killed(
+    tmp_path: Path,
+    config: dict[str, Any],
+    kube_jobs: JobDouble,  # noqa: F811
+    capture: Path,
+    killed: str,
+) -> None:
+    """``chaos run`` killed: the worker dies with it (PR_SET_PDEATHSIG: SIGTERM) and deletes the
+    Job itself; both killed: ``chaosmem rollback`` deletes the Job and its Secret."""
+    state = Path(config["chaosmem_state_dir"])
+    program = (
+        "import sys, json, time\n"
+        "from chaosmem.traffic.actions import replay_traffic\n"
+        "started = replay_traffic(**json.loads(sys.argv[1]))\n"
+        "print(json.dumps(started), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    with RecordingServer() as server:
+        arguments = {
+            "capture": capture.name, "target_url": server.url, "loop": True, "duration": "10m",
+            "headers": {"Authorization": TOKEN}, "wait": False, "configuration": config,
+            "scale": {**SCALE, "pods": 2, "start_delay": "2s"},
+        }  # fmt: skip
+        run = subprocess.Popen(
+            [sys.executable, "-c", program, json.dumps(arguments)],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert run.stdout is not None
+            started = json.loads(run.stdout.readline() or "{}")
+            assert started.get("state") == "running", "the background replay did not start"
+            _wait_live(config, server, completed=40, replay_id=started["replay_id"])
+            if killed == "coordinator-and-worker":
+                os.kill(started["pid"], signal.SIGKILL)
+                deadline = time.monotonic() + HANG
+                while _alive(started["pid"]) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        finally:
+            run.kill()
+            run.wait(HANG)
+        if killed == "coordinator":
+            deadline = time.monotonic() + HANG
+            while _alive(started["pid"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(started["pid"]), "hung: the worker outlived its coordinator"
+            assert not kube_jobs.jobs and not kube_jobs.secrets  # it deleted them itself
+            arrived = len(server.arrived)
+            _check_stopped(state, started["replay_id"], arrived, kube_jobs, started["pid"])
+            return
+        # nothing of ours is left to delete the Job: it runs on, as after any crash
+        assert kube_jobs.jobs and kube_jobs.secrets
+        assert {e.kind for e in Ledger(state).read().open()} == {"replay", JOB_KIND}
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "chaosmem"), "rollback", "--state-dir", str(state)],
+            capture_output=True, text=True, timeout=HANG,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "replay job shop/" in result.stdout and "replay secret shop/" in result.stdout
+    assert not kube_jobs.jobs and not kube_jobs.secrets
+    assert not Ledger(state).read().open()
+    kube_jobs.wait_pods(HANG)
+    assert TOKEN not in result.stdout + result.stderr

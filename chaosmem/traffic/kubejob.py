@@ -616,6 +616,10 @@ def run_job(
                     _delete_all(api, scale.namespace, name, secret_name)
             finally:
                 ledger.close(entry, f"replay job {outcome}")
+                until_joined = time.monotonic() + 5.0
+                for follower in followers:
+                    # NB: a thread inside an API call (not a stream) ends with its timeout
+                    follower.join(max(until_joined - time.monotonic(), 0.0))
                 if logs_api is not None:
                     logs_api.client.close()
     if followed.job is None and not stop.requested:
