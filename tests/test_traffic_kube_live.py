@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chaosmem.errors import ChaosmemError
 from chaosmem.kube.client import connect
@@ -33,9 +35,9 @@ from chaosmem.rollback import rollback
 from chaosmem.traffic.actions import replay_traffic, stop_traffic_replay
 from chaosmem.traffic.kubejob import LEDGER_KIND as JOB_KIND
 from chaosmem.traffic.pod import LOG_SECOND, LOG_SUMMARY
-from chaosmem.traffic.podlogs import MAX_LINE, PodFollower
+from chaosmem.traffic.podlogs import MAX_LINE, PodFollower, parse_line
 from chaosmem.traffic.probes import replay_summary, status_ratio
-from chaosmem.traffic.results import read_seconds, read_summary
+from chaosmem.traffic.results import SecondsTally, merge_seconds, read_seconds, read_summary
 from tests.kube_double import make_pod
 from tests.kube_jobs import JobDouble, kube_jobs  # noqa: F401
 from tests.traffic_fixtures import write_timed_gor
@@ -452,3 +454,41 @@ def test_a_background_replay_in_pods_after_its_coordinator_was_killed(
     assert not Ledger(state).read().open()
     kube_jobs.wait_pods(HANG)
     assert TOKEN not in result.stdout + result.stderr
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.sampled_from([LOG_SECOND, LOG_SUMMARY, "chaosmem-", ""]),
+    body=st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode())),
+)
+def test_a_pod_log_line_parses_to_an_object_or_nothing(prefix: str, body: bytes) -> None:
+    parsed = parse_line(prefix.encode() + body)
+    if parsed is None:
+        return
+    kind, data = parsed
+    assert isinstance(data, dict)
+    assert (kind, prefix) in {("second", LOG_SECOND), ("summary", LOG_SUMMARY)}
+    # whatever a line holds, tallying and merging it never raises and counts only sane numbers
+    tally = SecondsTally()
+    tally.add(data)
+    running = tally.summary(started_at=1e9)
+    assert running["sent"] >= 0 and running["completed"] >= 0
+    assert all(type(n) is int and n >= 0 for n in running["status"].values())
+    merge_seconds([data, {"t": 1.0, "sent": 1}])
+
+
+def test_deeply_nested_and_lost_lines_are_handled() -> None:
+    assert parse_line((LOG_SECOND + "[" * 100_000 + "]" * 100_000).encode()) is None
+    assert parse_line(LOG_SECOND.encode() + b"{" + b"1" * (MAX_LINE + 1) + b"}") is None
+    lost = {"t": 5.0, "elapsed": 5.0, "sent": 0, "completed": 0, "lost": True}
+    merged = merge_seconds([lost, {"t": 5.0, "elapsed": 5.0, "sent": 3, "completed": 3}])
+    assert merged["lost"] is True and merged["sent"] == 3
