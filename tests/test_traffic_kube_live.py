@@ -92,8 +92,9 @@ def test_pod_figures_merge_live_while_the_job_runs(
         except BaseException as exc:
             failure.append(exc)
 
-    # (merged completed, merged seconds, 503 ratio, what the server had seen) while running
-    samples: list[tuple[int, int, float, int]] = []
+    # (merged completed, merged seconds, 503 ratio, what the server had seen, latency p50) while
+    # running
+    samples: list[tuple[int, int, float, int, float | None]] = []
     with RecordingServer(status_for=_every_fourth_503) as server:
         thread = threading.Thread(target=replay)
         thread.start()
@@ -113,6 +114,7 @@ def test_pod_figures_merge_live_while_the_job_runs(
                     len(read_seconds(state, live["replay_id"])),
                     ratio,
                     len(server.arrived),
+                    live["latency_ms"]["p50"],
                 )
             )
         thread.join(HANG)
@@ -123,7 +125,9 @@ def test_pod_figures_merge_live_while_the_job_runs(
     counts = [s[0] for s in samples]
     assert len(set(counts)) >= 3, samples
     assert counts == sorted(counts)
-    assert all(completed <= seen for completed, _, _, seen in samples), samples
+    assert all(completed <= seen for completed, _, _, seen, _ in samples), samples
+    # latency percentiles too, from the pods' per-second latency buckets
+    assert all(p50 is not None and p50 > 0 for *_, p50 in samples), samples
     assert len({s[1] for s in samples}) >= 3, samples  # seconds.jsonl grew while it ran
     assert all(0 < s[2] < 1 for s in samples), samples
     # at the end: exactly what the server received, second by second and in the summary

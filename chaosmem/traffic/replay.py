@@ -190,13 +190,14 @@ class _Conn:
 class _Second:
     """Counters for one elapsed second of the replay (a line of ``seconds.jsonl``)."""
 
-    __slots__ = ("codes", "completed", "lag", "sent")
+    __slots__ = ("codes", "completed", "lag", "latency", "sent")
 
     def __init__(self) -> None:
         self.sent = 0
         self.completed = 0
         self.codes: dict[int, int] = {}
         self.lag = Histogram()
+        self.latency = Histogram()
 
 
 class Replayer:
@@ -481,8 +482,10 @@ class Replayer:
         conn.item = None
         sent_at = conn.sent_at
         latency = int((_now() - sent_at) * 1e6)
-        # NB: Histogram.record and _record, inline: this runs once per answered request
-        hist = self._latency
+        # NB: Histogram.record and _record, inline: this runs once per answered request; the
+        # second's latency merges into the total each second, as its lag does
+        second = self._second
+        hist = second.latency
         hist.buckets[_BUCKET_OF[latency] if 0 <= latency < _TABLE else _bucket(latency)] += 1
         hist.count += 1
         if latency > 0:
@@ -492,7 +495,6 @@ class Replayer:
         self._buf += _PACK(int(item[0] * 1e6), int((sent_at - self._t0) * 1e6), latency, status)
         if item[3]:
             self._release(item[3])
-        second = self._second
         second.completed += 1
         codes = second.codes
         codes[status] = codes.get(status, 0) + 1
@@ -595,6 +597,7 @@ class Replayer:
         status: dict[str, int] = {}
         errors: dict[str, int] = {}
         self._lag.merge(second.lag)
+        self._latency.merge(second.latency)
         for code, n in second.codes.items():
             self._total_codes[code] = self._total_codes.get(code, 0) + n
             if code > 0:
@@ -615,6 +618,7 @@ class Replayer:
             line["partial"] = True
         if self.detail:
             line["lag_hist"] = second.lag.to_sparse()
+            line["latency_hist"] = second.latency.to_sparse()
         if "seconds" in self._files:
             self._files["seconds"].write(json.dumps(line, sort_keys=True) + "\n")
             self._files["seconds"].flush()
@@ -654,11 +658,15 @@ class Replayer:
         answered = sum(status.values())
         finished = answered + sum(errors.values())
 
-        lag = self._lag
-        if self._second.lag.count:  # the current, unflushed second
-            lag = Histogram()
-            lag.merge(self._lag)
-            lag.merge(self._second.lag)
+        lag, latency = self._lag, self._latency
+        if self._second.lag.count or self._second.latency.count:  # the current, unflushed second
+            lag, latency = Histogram(), Histogram()
+            for total, current, into in (
+                (self._lag, self._second.lag, lag),
+                (self._latency, self._second.latency, latency),
+            ):
+                into.merge(total)
+                into.merge(current)
         return {
             "replay_id": self.replay_id,
             "run": current_run(),
@@ -680,13 +688,11 @@ class Replayer:
             "errors": errors,
             "req_per_s": round(finished / duration, 1) if duration else 0.0,
             "latency_ms": {
-                **ms_percentiles(self._latency, LATENCY_SHARES),
-                "mean": round(self._latency.mean / 1000, 3)
-                if self._latency.mean is not None
-                else None,
+                **ms_percentiles(latency, LATENCY_SHARES),
+                "mean": round(latency.mean / 1000, 3) if latency.mean is not None else None,
             },
             "lag_ms": ms_percentiles(lag, LAG_SHARES),
-            "histograms": {"latency_us": self._latency.to_sparse(), "lag_us": lag.to_sparse()},
+            "histograms": {"latency_us": latency.to_sparse(), "lag_us": lag.to_sparse()},
             "workers": 1,
             "engine": ENGINE,
             # CPU of this process (user + system) while the replay ran: what sending costs

@@ -353,9 +353,8 @@ class SecondsTally:
 
     Why: a pod's own summary is its last log line, printed when it ends; while it runs, its
     per-second lines are all the coordinator has. Their sums are the shard's counts up to its
-    last complete second (what :func:`merge_summaries` adds up), and their lag buckets give
-    the lag percentiles. Latency is not in the lines: the latency percentiles stay empty until
-    the pod's own summary replaces this one.
+    last complete second (what :func:`merge_summaries` adds up), and their lag and latency
+    buckets give the percentiles.
     """
 
     def __init__(self) -> None:
@@ -364,6 +363,7 @@ class SecondsTally:
         self.status: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.lag = Histogram()
+        self.latency = Histogram()
         self.elapsed = 0.0
 
     def add(self, line: dict[str, Any]) -> None:
@@ -372,6 +372,7 @@ class SecondsTally:
         _add(self.status, line.get("status"))
         _add(self.errors, line.get("errors"))
         self.lag.merge(_hist(line, "lag_hist"))
+        self.latency.merge(_hist(line, "latency_hist"))
         self.elapsed = max(self.elapsed, _num(line.get("elapsed")) or 0.0)
 
     def summary(self, *, started_at: float) -> dict[str, Any]:
@@ -385,5 +386,5 @@ class SecondsTally:
             "no_status": sum(self.errors.values()),
             "status": dict(self.status),
             "errors": dict(self.errors),
-            "histograms": {"lag_us": self.lag.to_sparse()},
+            "histograms": {"lag_us": self.lag.to_sparse(), "latency_us": self.latency.to_sparse()},
         }
