@@ -104,6 +104,16 @@ def start(
             f"something already answers {spec.ready_url} before service {spec.name!r} started "
             "(is the port in use?)"
         )
+    if path.exists():
+        # NB: an empty leftover (a crash) is removed, not joined: the service's cgroup must be
+        # a new one, whose OOM-kill counter (and peak) start at 0 with it, for this run.
+        try:
+            path.rmdir()
+        except OSError as exc:
+            raise ChaosmemError(
+                f"{path} is left from an earlier service and cannot be removed "
+                f"({exc.strerror}); run `chaosmem rollback --sweep`"
+            ) from None
     services = private_dir(directory / "services")
     log, pidfile = services / f"{spec.name}.log", services / f"{spec.name}.pid"
     # NB: environment values may be secrets; the ledger keeps their names only.
