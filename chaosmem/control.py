@@ -103,6 +103,10 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.kills = kills_of_run(self.id, self.configuration, state=self.base)
+        # NB: a service's cgroup is watched as soon as chaosmem makes it, before the service
+        # runs (a kill inside start_service, or a service stopped in the activity that started
+        # it, would otherwise come before the watch after the activity).
+        self.kills.on_created.append(lambda _group: self.watch_targets())
 
     def mark(self, event: str, **fields: Any) -> None:
         """Note a moment on the timeline; a failing write (a full disk) is logged, not raised:

@@ -3,7 +3,8 @@ from 0, one that existed before counts from the run's first look, and every figu
 
 The watcher, the ``oom_kill_count`` probe, the timeline, the report and the kernel-log matching
 all take the run's baseline from :mod:`chaosmem.targets.oombase`. The gaps these tests close: a
-service OOM-killed before the control's watch attached (never reported), a cgroup that existed
+service OOM-killed before the control's watch attached (never reported: the watch now starts
+as chaosmem makes the cgroup, and counts from 0 when it starts later), a cgroup that existed
 before the run with a kill of its own (counted as this run's), a target that appears mid-run
 or is made again under the same name, and a second run on the same state dir.
 """
@@ -38,6 +39,8 @@ pytestmark = pytest.mark.kernel
 
 #: dd reads into a 64 MiB buffer, touching every page: far above a 32 MiB limit, always killed.
 KILLED = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+#: A service whose first child is OOM-killed at once, then one that lives.
+DIES_THEN_SLEEPS = ["sh", "-c", " ".join(KILLED) + " 2>/dev/null; exec sleep 60"]
 CONTROL = {"name": "chaosmem", "provider": {"type": "python", "module": "chaosmem.control",
                                             "arguments": {"interval": "5s"}}}  # fmt: skip
 
@@ -148,6 +151,51 @@ def test_a_target_that_appears_mid_run_counts_from_its_creation_and_again_when_m
     assert [(k["count"], k["kernel_count"]) for k in kills] == [(1, 1), (2, 1)]
 
 
+def test_a_service_is_watched_from_the_moment_its_cgroup_is_made(
+    tmp_path: Path, state: dict[str, Any], run_id: str
+) -> None:
+    spec = {"type": "service", "name": "brief"}
+    run = _run(tmp_path, state, run_id, [spec])
+    start_service(name="brief", command=DIES_THEN_SLEEPS, memory_limit="32Mi", configuration=state)
+    try:
+        # no activity has ended: start_service itself had the control watch the new cgroup
+        (watcher,) = run.watchers.values()
+        assert isinstance(watcher, OomWatcher)
+        wait_for(lambda: len(watcher.events) == 1, "the kill in the new service is recorded")
+    finally:
+        stop_service(name="brief", grace=1, configuration=state)  # in the same "activity"
+    _, timeline = run.finish()
+    (kill,) = [r for r in timeline if r.get("event") == "oom-kill"]
+    assert kill["target"] == spec and kill["count"] == 1
+    assert kill["victim_command"] == "dd"
+
+
+def test_a_service_the_run_made_before_its_control_looked_counts_from_0(
+    tmp_path: Path, state: dict[str, Any], run_id: str
+) -> None:
+    # as when another process of the run (a `process` activity) starts it: the ledger says whose
+    run: _Run | None = None
+    started = start_service(
+        name="early", command=DIES_THEN_SLEEPS, memory_limit="32Mi", configuration=state
+    )
+    try:
+        group = Cgroup.at(started["cgroup"])
+        wait_for(lambda: group.oom_kill_count() == 1, "the kill before the control looked")
+        spec = {"type": "service", "name": "early"}
+        run = _run(tmp_path, state, run_id, [spec])
+        assert oom_kill_count(spec, configuration=state) == 1
+        run.watch_targets()
+        (watcher,) = run.watchers.values()
+        assert isinstance(watcher, OomWatcher)
+        wait_for(lambda: len(watcher.events) == 1, "the kill before the watch is recorded")
+        assert watcher.baseline.why == "created by chaosmem in this run"
+        assert watcher.events[0].detail.get("victim_command") == "dd"
+    finally:
+        stop_service(name="early", grace=1, configuration=state)
+        if run is not None:
+            run.finish()
+
+
 def test_a_cgroup_with_an_earlier_kill_counts_from_the_runs_first_look(
     tmp_path: Path, state: dict[str, Any], run_id: str, cgroup: Cgroup
 ) -> None:
@@ -169,20 +217,20 @@ def test_a_cgroup_with_an_earlier_kill_counts_from_the_runs_first_look(
 # -- real chaos runs ---------------------------------------------------------------------------
 
 
-def test_a_service_killed_before_the_watch_attached_is_the_runs_one_kill(
+def test_a_service_killed_while_start_service_waits_is_the_runs_one_kill(
     tmp_path: Path, state: dict[str, Any]
 ) -> None:
     port = free_port()
     orders = {"type": "service", "name": "orders"}
-    # dd is OOM-killed first, then the service serves: start_service returns (and the control's
-    # watch attaches, after the activity) only once the kill is long over.
+    # dd is OOM-killed first, then the service serves: start_service returns only once the kill
+    # is long over (a control that watched only after each activity never saw it).
     command = [
         "sh", "-c",
         f"{' '.join(KILLED)} 2>/dev/null; "
         f"exec {sys.executable} -m http.server {port} --bind 127.0.0.1",
     ]  # fmt: skip
     experiment = {
-        "title": "a service OOM-killed before the watch",
+        "title": "a service OOM-killed while start_service waits",
         "description": "its cgroup was made by this run: its kill is the run's",
         "controls": [CONTROL],
         "method": [
@@ -209,7 +257,7 @@ def test_a_service_killed_before_the_watch_attached_is_the_runs_one_kill(
         m for m in extension["timeline"]
         if m.get("event") == "activity-end" and m.get("name") == "start-orders"
     )  # fmt: skip
-    assert kill["at"] < started["t"]  # the kernel's time of the kill, before any watch
+    assert kill["at"] < started["t"]  # the kernel's time of the kill, inside start_service
     rows = report_rows(journal, path)
     assert rows["orders"]["oom_kill_total"] == 1
     assert len(rows["orders"]["oom_kills"]) == 1

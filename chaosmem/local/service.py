@@ -23,6 +23,7 @@ from chaosmem.ledger import Entry, Ledger, register_undo
 from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
+from chaosmem.targets.oombase import announce_created
 from chaosmem.targets.placement import release
 from chaosmem.units import format_size
 
@@ -139,6 +140,7 @@ def start(
         group = parent.child(path.name)
         if spec.memory_limit is not None:
             group.set_memory_limit(spec.memory_limit)  # read back by the cgroup itself
+        announce_created(group)  # the run's OOM watch is on before the service runs
         with open_private(log, "ab") as out:
             process = group.spawn(
                 spec.argv,

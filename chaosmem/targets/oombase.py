@@ -17,15 +17,19 @@ earlier instances at the path are carried, so the run's count for the path never
 
 The answers live per run in this process (the control, the probes and the timeline share it);
 the control drops them when the run ends. A second run on the same state dir starts with none:
-a service a first run left running is a pre-existing cgroup to it.
+a service a first run left running is a pre-existing cgroup to it. The control also listens for
+the cgroups chaosmem makes (:func:`announce_created`), so its watch is on a service's cgroup
+before the service runs an instruction, and a service started and stopped within one activity
+is not missed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,16 @@ from chaosmem.state import state_dir
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
 
-__all__ = ["Baseline", "RunKills", "forget_run", "kills_of_run", "run_kill_count"]
+__all__ = [
+    "Baseline",
+    "RunKills",
+    "announce_created",
+    "forget_run",
+    "kills_of_run",
+    "run_kill_count",
+]
+
+logger = logging.getLogger("chaostoolkit")
 
 
 @dataclass
@@ -77,6 +90,8 @@ class RunKills:
         self._lock = threading.Lock()
         self._by_path: dict[str, Baseline] = {}
         self._absent: dict[str, float] = {}
+        #: Called with each cgroup chaosmem makes in this run, before anything runs in it.
+        self.on_created: list[Callable[[Cgroup], None]] = []
 
     def note_absent(self, path: str | os.PathLike[str]) -> None:
         """The run looked for a cgroup at ``path`` and found none: one that appears there later
@@ -146,6 +161,20 @@ def kills_of_run(
         if found is None:
             found = _RUNS[run] = RunKills(run, state or state_dir(configuration))
         return found
+
+
+def announce_created(group: Cgroup) -> None:
+    """Tell the current run (when one runs in this process) that chaosmem has just made
+    ``group``, before anything runs in it: its control starts watching it now. Never raises:
+    the watch is the control's business, not the service's."""
+    run = current_run()
+    with _RUNS_LOCK:
+        found = _RUNS.get(run) if run is not None else None
+    for listener in list(found.on_created) if found is not None else []:
+        try:
+            listener(group)
+        except Exception as exc:
+            logger.warning("chaosmem: watching the new cgroup %s failed: %s", group.path, exc)
 
 
 def forget_run(run: str) -> None:
