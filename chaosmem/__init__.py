@@ -8,13 +8,10 @@ autoscaled in time. Every change is written to a restore ledger first (see ``cha
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
-from chaoslib.discovery.discover import (
-    discover_actions,
-    discover_probes,
-    initialize_discovery_result,
-)
-from chaoslib.types import DiscoveredActivities, Discovery
+if TYPE_CHECKING:
+    from chaoslib.types import DiscoveredActivities, Discovery
 
 __all__ = ["ACTIVITY_MODULES", "__version__", "discover"]
 
@@ -41,12 +38,18 @@ ACTIVITY_MODULES = (
 
 def discover(discover_system: bool = True) -> Discovery:
     """What ``chaos discover chaosmem`` lists: every activity with its arguments."""
+    # NB: chaoslib is imported here, not above: every chaosmem command and worker process
+    # imports this package, and only discovery needs it (a tenth of a second of start-up)
+    from chaoslib.discovery.discover import initialize_discovery_result
+
     discovery = initialize_discovery_result("chaosmem", __version__, "memory")
     discovery["activities"].extend(load_exported_activities())
     return discovery
 
 
 def load_exported_activities() -> list[DiscoveredActivities]:
+    from chaoslib.discovery.discover import discover_actions, discover_probes
+
     activities: list[DiscoveredActivities] = []
     for module in ACTIVITY_MODULES:
         if module.endswith(".actions"):

@@ -76,3 +76,29 @@ def test_an_entry_nobody_can_undo_is_reported_and_kept(tmp_path: Path) -> None:
     steps = json.loads(result.stdout)
     assert steps[0]["kind"] == "from-the-future" and "cannot undo" in steps[0]["error"]
     assert [e.id for e in Ledger(tmp_path).read().open()] == ["a1"]
+
+
+def test_the_command_table_is_what_the_modules_register() -> None:
+    from chaosmem.cli import COMMANDS, build_parser
+
+    def commands(argv: list[str]) -> set[str]:
+        parser = build_parser(argv)
+        sub = next(a for a in parser._actions if a.dest == "command")
+        return set(sub.choices)  # type: ignore[arg-type]
+
+    assert commands([]) == {*COMMANDS, "rollback"}
+    for name in COMMANDS:  # each command's own module registers it
+        assert name in commands([name, "--help"]), name
+
+
+def test_a_replay_does_not_load_the_other_commands_modules() -> None:
+    code = (
+        "import sys\n"
+        "from chaosmem.cli import build_parser\n"
+        "build_parser(['replay', 'x.gor', '--target', 'http://127.0.0.1:1'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('chaosmem.report', "
+        "'chaosmem.prometheus', 'chaosmem.gameday', 'chaosmem.stress.cli'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
