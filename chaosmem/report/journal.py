@@ -17,7 +17,15 @@ from typing import Any, BinaryIO
 
 from chaosmem.errors import InvalidArgument
 
-__all__ = ["EXTENSION", "Timeline", "as_dict", "as_list", "chaosmem_extension", "load_journal"]
+__all__ = [
+    "EXTENSION",
+    "Timeline",
+    "TimelineLines",
+    "as_dict",
+    "as_list",
+    "chaosmem_extension",
+    "load_journal",
+]
 
 EXTENSION = "chaosmem"
 _EXPECTED = "a Chaos Toolkit journal (the JSON file `chaos run --journal-path` writes)"
@@ -34,6 +42,7 @@ MAX_RECORD = 1 << 20
 CHUNK = 1 << 20
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
+_COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*")
 
 
 class _Text:
@@ -138,6 +147,40 @@ class Timeline:
         return Timeline(self.path, self.offset, self.count, transform)
 
 
+class TimelineLines(Timeline):
+    """A run's ``timeline.jsonl`` (the control's own copy, appended as the run went), read the
+    same way: a line at a time, each time it is iterated. Lines torn by a crash, longer than
+    :data:`MAX_RECORD` or without a numeric ``t`` are skipped."""
+
+    def __init__(
+        self, path: Path, count: int = 0, transform: Callable[[str], str] | None = None
+    ) -> None:
+        super().__init__(path, 0, count, transform)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with self.path.open("rb") as stream:
+            while line := stream.readline(MAX_RECORD + 1):
+                if len(line) > MAX_RECORD:
+                    while line and not line.endswith(b"\n"):  # NB: skipped, never held whole
+                        line = stream.readline(CHUNK)
+                    continue
+                raw = line.decode("utf-8", errors="replace")
+                try:
+                    value = json.loads(raw)
+                except (ValueError, RecursionError):
+                    continue
+                record = self._record(raw, value)
+                if (
+                    type(record) is dict
+                    and type(record.get("t")) in (int, float)
+                    and (record.get("kind") == "sample" or not too_deep(record))
+                ):
+                    yield record
+
+    def with_transform(self, transform: Callable[[str], str]) -> Timeline:
+        return TimelineLines(self.path, self.count, transform)
+
+
 class _Reader:
     """Walks a journal's text: containers by hand down to the timeline, values by json's C
     decoder. The chaosmem timeline is walked to check it but not kept (see :class:`Timeline`)."""
@@ -216,11 +259,16 @@ class _Reader:
         if self.peek() == "]":
             self.src.pos += 1
             return
+        src = self.src
         while True:
             self.space()
             yield None
+            found = _COMMA.match(src.text, src.pos)  # NB: the common case, in one step
+            if found is not None and found.end() < len(src.text):
+                src.pos = found.end()
+                continue
             if self.peek() == ",":
-                self.src.pos += 1
+                src.pos += 1
                 continue
             self.expect("]")
             return

@@ -68,7 +68,7 @@ class Line:
     __slots__ = ("after", "before", "buckets", "first", "kills", "last", "limit", "scale")
 
     def __init__(self, kills: list[float] | None = None, buckets: int = MAX_BUCKETS) -> None:
-        self.limit = max(1, buckets)
+        self.limit = max(2, buckets)  # NB: times either side of 0 never share a bucket
         self.scale = _START_SCALE
         self.buckets: dict[int, list[float]] = {}  # bucket -> [low x, low y, high x, high y]
         self.first: tuple[float, float] | None = None
@@ -126,7 +126,12 @@ class Line:
 
     def before_kill(self, x: float) -> tuple[float, float] | None:
         """The last point before the kill at ``x`` (one of ``kills``), if any."""
-        return self.before.get(bisect_left(self.kills, x))
+        index = bisect_left(self.kills, x)
+        while index >= 0:  # NB: no sample since the kill before: the last one before that
+            if (point := self.before.get(index)) is not None:
+                return point
+            index -= 1
+        return None
 
     def __bool__(self) -> bool:
         return bool(self.buckets)
