@@ -141,15 +141,15 @@ class Line:
         grouped when there are more), its first and last point and its kills' points, in time
         order."""
         keys = sorted(self.buckets)
-        groups = max(1, max_points // 2)
+        parts = min(max(1, max_points // 2), len(keys))
         kept: set[tuple[float, float]] = set()
-        count = len(keys)
-        for index in range(min(groups, count)):
-            chunk = keys[
-                index * count // min(groups, count) : (index + 1) * count // min(groups, count)
+        for index in range(parts):
+            group = [
+                self.buckets[k]
+                for k in keys[index * len(keys) // parts : (index + 1) * len(keys) // parts]
             ]
-            low = min((self.buckets[k] for k in chunk), key=lambda b: (b[1], b[0]))
-            high = min((self.buckets[k] for k in chunk), key=lambda b: (-b[3], b[2]))
+            low = min(group, key=lambda b: (b[1], b[0]))
+            high = min(group, key=lambda b: (-b[3], b[2]))
             kept.add((low[0], low[1]))
             kept.add((high[2], high[3]))
         for point in (self.first, self.last, *self.before.values(), *self.after.values()):
