@@ -354,6 +354,10 @@ def _first_pass(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str,
                 if type(row) is dict and (killed := _finite(row.get("oom_kills"))) is not None:
                     name = str(row.get("name", "?"))
                     counter = counters.get(name)
+                    if counter is None and row.get("oom_kills_of") == "run":
+                        # NB: the run's own count starts at 0: a kill before the first sample (a
+                        # service killed before the control looked) is a rise too.
+                        counter = counters[name] = _Counter(0.0)
                     if counter is None:
                         counters[name] = _Counter(killed)
                     else:
