@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,18 @@ time.sleep(60)
 """
 
 
-def _start(code: str, *args: str) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def _started(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """The child once it has said "ready"; afterwards it is gone (killed if the test failed
+    first), reaped, and its pipe closed."""
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return proc
+    with proc:  # closes the pipe and reaps the child
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def _ours(proc: subprocess.Popen[str]) -> list[int]:
@@ -47,17 +57,18 @@ def _ours(proc: subprocess.Popen[str]) -> list[int]:
 
 def test_a_graceful_process_gets_one_sigterm_and_ends_by_itself(tmp_path: Path) -> None:
     count = tmp_path / "terms"
-    proc = _start(GRACEFUL, str(count))
-    assert end_processes(lambda: _ours(proc), grace=5) == [proc.pid]
-    assert proc.returncode == 0  # it finished on its own terms, no SIGKILL
+    with _started(GRACEFUL, str(count)) as proc:
+        assert end_processes(lambda: _ours(proc), grace=5) == [proc.pid]
+        assert proc.returncode == 0  # it finished on its own terms, no SIGKILL
     assert count.read_text() == "1"  # 15 polling rounds, one SIGTERM
 
 
 def test_a_process_ignoring_sigterm_is_killed_after_the_grace() -> None:
-    proc = _start(STUBBORN)
-    started = time.monotonic()
-    assert end_processes(lambda: _ours(proc), grace=0.3) == [proc.pid]
-    assert proc.returncode == -9 and time.monotonic() - started >= 0.3
+    with _started(STUBBORN) as proc:
+        started = time.monotonic()
+        assert end_processes(lambda: _ours(proc), grace=0.3) == [proc.pid]
+        # killed, and not before the grace was over (a lower bound: no noise can break it)
+        assert proc.returncode == -9 and time.monotonic() - started >= 0.3
 
 
 def test_a_foreign_process_is_never_signalled() -> None:
