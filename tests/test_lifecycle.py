@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosmem.lifecycle import ProcessesRemain, alive, cmdline, end_processes
+from chaosmem.lifecycle import Children, ProcessesRemain, alive, cmdline, end_processes
 from chaosmem.state import replace_private
 
 #: Counts the SIGTERMs it gets in ``argv[1]``, and exits 0.3 s after the first one.
@@ -103,6 +104,33 @@ def test_a_zombie_is_not_alive_and_cannot_be_ended() -> None:
             end_processes(lambda: [zombie.pid], grace=0.05, kill_wait=0.2)
     finally:
         zombie.wait()
+
+
+def test_children_are_reaped_whoever_ended_them() -> None:
+    """A child ended elsewhere (here: a plain kill) is reaped and forgotten; one its owner ended
+    is reaped by ``forget``. Either way no Popen is left unwaited (a zombie, a ResourceWarning)."""
+    children = Children()
+    elsewhere, owned = subprocess.Popen(["sleep", "30"]), subprocess.Popen(["sleep", "30"])
+    children.add("elsewhere", elsewhere)
+    children.add("owned", owned)
+    try:
+        children.reap_ended()
+        assert children.get("elsewhere") is elsewhere  # running: kept
+        os.kill(elsewhere.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120  # a hang guard
+        while children.get("elsewhere") is not None:
+            assert time.monotonic() < deadline, "hung: the killed child was never reaped"
+            children.reap_ended()
+            time.sleep(0.01)
+        assert elsewhere.returncode == -9
+        os.kill(owned.pid, signal.SIGKILL)
+        children.forget("owned", wait=120)
+        assert owned.returncode == -9 and children.get("owned") is None
+    finally:
+        for proc in (elsewhere, owned):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_replace_private_readers_see_whole_files_only(tmp_path: Path) -> None:

@@ -7,11 +7,8 @@ rolling it back after a crash) ends every process in the cgroup, by PID, and rem
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +20,7 @@ from typing import Any
 from chaosmem.errors import ChaosmemError
 from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.ledger import Entry, Ledger, register_undo
+from chaosmem.lifecycle import Children
 from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
@@ -34,18 +32,8 @@ SERVICE_PREFIX = "chaosmem-"
 
 __all__ = ["ServiceSpec", "start", "stop"]
 
-#: The services this process started, by cgroup path: reaped once ended (a dropped Popen of a
-#: running child is a ResourceWarning, and its zombie would wait for the next Popen to be reaped).
-_children: dict[str, subprocess.Popen[bytes]] = {}
-
-
-@atexit.register
-def _reap_ended() -> None:
-    """Forget (and reap) the services that have ended, e.g. at another process's hands
-    (``chaosmem rollback``, ``--sweep``)."""
-    for key, child in list(_children.items()):
-        if child.poll() is not None:
-            del _children[key]
+#: The services this process started, by cgroup path (see :class:`Children`).
+_children = Children()
 
 
 @dataclass(frozen=True)
@@ -107,7 +95,6 @@ def start(
     service's cgroup once no other service is left in it.
     """
     ledger = Ledger(directory)
-    _reap_ended()
     if _open_entry(ledger, spec.name) is not None:
         raise ChaosmemError(f"service {spec.name!r} is already running; stop_service it first")
     path = parent.path / f"{SERVICE_PREFIX}{spec.name}"
@@ -155,7 +142,7 @@ def start(
                 stderr=out,
                 new_session=True,
             )
-        _children[str(path)] = process
+        _children.add(str(path), process)
         replace_private(pidfile, f"{process.pid}\n")
         waited = 0.0
         if spec.ready_url:
@@ -213,12 +200,7 @@ def _remove(entry: Entry, *, grace: float = 5.0) -> list[int]:
             f"chaosmem creates ({SERVICE_PREFIX}NAME); refused, nothing ended"
         )
     ended = Cgroup.at(path).remove(grace=grace) if path.is_dir() else []
-    child = _children.pop(str(path), None)
-    if child is not None:
-        # ended with its cgroup; reaped here (the wait only covers the moment between leaving
-        # the cgroup and becoming a zombie)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=1.0)
+    _children.forget(str(path), wait=1.0)  # ended with its cgroup
     if entry.undo.get("subtree"):
         release(Path(entry.undo["subtree"]))
     return ended

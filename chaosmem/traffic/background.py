@@ -32,7 +32,7 @@ from typing import Any
 import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, register_undo
-from chaosmem.lifecycle import alive, end_processes
+from chaosmem.lifecycle import Children, alive, end_processes
 from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.traffic.compile import compile_capture
@@ -46,7 +46,7 @@ WORKER_MODULE = "chaosmem.traffic.worker"
 #: How long a freshly started worker has to write its first summary before we call it failed.
 START_TIMEOUT = 15.0
 
-_children: dict[str, subprocess.Popen[bytes]] = {}
+_children = Children()
 # NB: PR_SET_PDEATHSIG fires when the parent *thread* exits, not the process. chaos run may
 # call activities from short-lived threads (background activities), so workers are spawned
 # from this one long-lived thread, which ends only with the interpreter.
@@ -102,7 +102,7 @@ def start_background(options: ReplayOptions, *, state: Path) -> dict[str, Any]:
     except OSError as exc:
         ledger.close(entry, "not-applied")
         raise ChaosmemError(f"could not start the replay worker: {exc}") from None
-    _children[rid] = proc
+    _children.add(rid, proc)
     replace_private(out / "worker.pid", f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT
     while not (out / "summary.json").exists():
@@ -138,13 +138,13 @@ def stop_replay(state: Path, replay_id: str, *, grace: float = 5.0) -> str:
     """
     pid = worker_pid(state, replay_id)
     if pid is None:
-        _children.pop(replay_id, None)
+        _children.forget(replay_id)
         return f"replay {replay_id} had already ended"
     started = time.monotonic()
     end_processes(lambda: [pid] if worker_pid(state, replay_id) == pid else [], grace=grace)
     killed = time.monotonic() - started > grace
     how = f"killed (it did not stop within {grace:g}s)" if killed else "stopped"
-    _children.pop(replay_id, None)
+    _children.forget(replay_id, wait=1.0)
     return f"replay {replay_id} (pid {pid}) {how}"
 
 
