@@ -139,7 +139,7 @@ def test_spawned_process_is_charged_to_the_cgroup_from_its_first_byte(cgroup: Cg
         assert cgroup.stat()["rss" if cgroup.version == 1 else "anon"] >= 40 << 20
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # reaps it and closes its pipes
 
 
 @pytest.fixture
