@@ -32,7 +32,7 @@ from kubernetes.stream import stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, WSClient
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.interrupts import StopRequest, stop_on_signals
+from chaosmem.interrupts import wait_for_all
 from chaosmem.kube.client import Api, connect
 from chaosmem.ledger import Entry, Ledger, current_run, register_undo
 from chaosmem.stress import engine
@@ -337,7 +337,11 @@ def inject_in_pods(target: Any, request: StressRequest, *, directory: Path) -> d
             _LIVE[stressor_id] = stressor
             stressors.append(stressor)
         if request.wait:
-            _wait(stressors)
+            wait_for_all(
+                stressors,
+                stop=lambda s: _stop_one(s.api, s.entry.undo, grace=1.0),
+                work="inject_allocation_stress",
+            )
     except BaseException:
         for stressor in stressors:
             _stop_one(stressor.api, stressor.entry.undo, grace=1.0)
@@ -358,19 +362,6 @@ def inject_in_pods(target: Any, request: StressRequest, *, directory: Path) -> d
         "summary": f"{len(results)} in-pod stressor(s) of {format_size(request.size)} in "
         f"{target.describe()}: " + ", ".join(r["outcome"] for r in results),
     }
-
-
-def _wait(stressors: list[PodStressor]) -> None:
-    """Until every in-pod stressor has ended; SIGTERM/SIGINT stop them at once and are then
-    handed on (see :mod:`chaosmem.interrupts`)."""
-    stopping = StopRequest()
-    with stop_on_signals(stopping.set, work="inject_allocation_stress"):
-        for stressor in stressors:
-            while not stressor.join(0.1) and not stopping.requested:
-                pass
-        if stopping.requested:
-            for stressor in stressors:
-                _stop_one(stressor.api, stressor.entry.undo, grace=1.0)
 
 
 def _stop_one(api: Api, undo: Mapping[str, Any], *, grace: float) -> list[int]:

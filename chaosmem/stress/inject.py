@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.interrupts import StopRequest, stop_on_signals
+from chaosmem.interrupts import wait_for_all
 from chaosmem.ledger import Ledger, current_run
 from chaosmem.stress.engine import PAGE, plan_blocks
 from chaosmem.stress.status import status_path
@@ -147,25 +147,12 @@ def inject(target: Cgroup, request: StressRequest, *, directory: Path) -> dict[s
             supervisor.start()
             supervisors.append(supervisor)
         if request.wait:
-            _wait(supervisors)
+            wait_for_all(supervisors, stop=Supervisor.stop, work="inject_allocation_stress")
     except BaseException:
         for supervisor in supervisors:
             supervisor.stop()
         raise
     return _report(target, request, specs, supervisors, kills_before)
-
-
-def _wait(supervisors: list[Supervisor]) -> None:
-    """Until every stressor has ended; SIGTERM/SIGINT stop them at once and are then handed on
-    (see :mod:`chaosmem.interrupts`)."""
-    stopping = StopRequest()
-    with stop_on_signals(stopping.set, work="inject_allocation_stress"):
-        for supervisor in supervisors:
-            while not supervisor.join(0.1) and not stopping.requested:
-                pass
-        if stopping.requested:
-            for supervisor in supervisors:
-                supervisor.stop()
 
 
 def _report(
