@@ -275,19 +275,14 @@ def _last_status(text: str) -> dict[str, Any] | None:
 def _argv(stressor_id: str, request: StressRequest, deadline: float | None) -> list[str]:
     spec = request.engine_specs()[0]
     meta = {"run": current_run(), "pod": True}
-    return [
-        "python3", "-I", "-S", "-c", BOOTSTRAP, MARK, str(len(ENGINE_SOURCE)),
-        "--id", stressor_id,
-        "--size", str(spec.size),
-        "--rate", repr(spec.rate or 0.0),
-        "--fragmentation", repr(spec.fragmentation),
-        "--hold", repr(-1.0 if spec.hold is None else spec.hold),
-        "--release", spec.release,
-        "--deadline", repr(0.0 if deadline is None else max(deadline, 0.1)),
-        "--status", f"/tmp/chaosmem-stress-{stressor_id}.json",
-        "--parent-fd", "-1" if request.detach else "0",
-        "--meta", json.dumps(meta, sort_keys=True),
-    ]  # fmt: skip
+    options = spec.engine_options(
+        stressor_id=stressor_id,
+        status=f"/tmp/chaosmem-stress-{stressor_id}.json",
+        parent_fd=-1 if request.detach else 0,
+        deadline=deadline,
+        meta=meta,
+    )
+    return ["python3", "-I", "-S", "-c", BOOTSTRAP, MARK, str(len(ENGINE_SOURCE)), *options]
 
 
 _LIVE: dict[str, PodStressor] = {}
