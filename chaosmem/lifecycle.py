@@ -16,6 +16,9 @@ workers), so they behave the same everywhere:
   when someone else ended it (``chaosmem rollback``, its own deadline): a dropped ``Popen`` of
   a child never waited for is a ResourceWarning and a zombie until the next ``Popen``.
 
+* :func:`child_env`: the environment of a ``python -m chaosmem.…`` child (replay workers), in
+  which it imports the same chaosmem as its parent.
+
 (Files others read are replaced atomically by :func:`chaosmem.state.replace_private`.)
 
 (The stress engine and the stopper shipped into pods over exec (:mod:`chaosmem.kube.stress`)
@@ -33,9 +36,10 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import chaosmem
 from chaosmem.errors import ChaosmemError
 
-__all__ = ["Children", "ProcessesRemain", "alive", "cmdline", "end_processes"]
+__all__ = ["Children", "ProcessesRemain", "alive", "child_env", "cmdline", "end_processes"]
 
 #: How often :func:`end_processes` looks again (seconds).
 POLL = 0.02
@@ -126,3 +130,12 @@ class Children:
         for key, proc in list(self._procs.items()):
             if proc.poll() is not None:
                 self._procs.pop(key, None)
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment with chaosmem's own source tree first on ``PYTHONPATH``: a
+    ``python -m chaosmem.…`` child imports the same chaosmem as its parent, installed or not."""
+    env = dict(os.environ)
+    source = str(Path(chaosmem.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
+    return env

@@ -29,10 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, register_undo
-from chaosmem.lifecycle import Children, alive, end_processes
+from chaosmem.lifecycle import Children, alive, child_env, end_processes
 from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.traffic.compile import compile_capture
@@ -54,17 +53,13 @@ _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaosmem-replay
 
 
 def _spawn(out: Path, secrets: dict[str, Any]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    # The worker imports the same chaosmem as we do, installed or from a source tree.
-    source = str(Path(chaosmem.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
     with open_private(out / "worker.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, str(out), str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=log,
-            env=env,
+            env=child_env(),
             start_new_session=True,  # a Ctrl-C meant for chaos run reaches us, not the worker
         )
     # NB: header values and URL passwords reach the worker through this pipe, never a file.
