@@ -147,23 +147,17 @@ def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
         if "count" in fields:
             fields["kills so far"] = fields.pop("count")
         what = f"the kernel OOM-killed {victim}" + (f" in {target}" if target else "")
-        detail = "; ".join(
-            [
-                *facts,
-                *(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in fields.items()),
-            ]
-        )
-        return {
-            "kind": "event",
-            "name": what,
-            "event": mark.get("event"),
-            "offset": mark.get("x"),
-            "detail": detail,
-        }
+        separator = "; "
     else:
-        what = str(mark.get("event"))
-    detail = ", ".join(
-        f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in fields.items()
+        what, facts, separator = str(mark.get("event")), [], ", "
+    detail = separator.join(
+        [
+            *facts,
+            *(
+                f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}"
+                for k, v in fields.items()
+            ),
+        ]
     )
     return {
         "kind": "event",
