@@ -346,13 +346,7 @@ def inject_in_pods(target: Any, request: StressRequest, *, directory: Path) -> d
         "target": target.spec,
         "stressors": results,
         "pods": [r["pod"] for r in results],
-        "plan": {
-            "size": request.size,
-            "growth_rate": request.rate,
-            "ramp_seconds": round(spec.ramp_seconds, 3),
-            "hold": spec.hold,
-            "release": request.release,
-        },
+        "plan": request.plan(),
         "oom_killed": any(r["oom_killed"] for r in results),
         "summary": f"{len(results)} in-pod stressor(s) of {format_size(request.size)} in "
         f"{target.describe()}: " + ", ".join(r["outcome"] for r in results),

@@ -45,6 +45,18 @@ class StressRequest:
     respawn: bool
     detach: bool
 
+    def plan(self) -> dict[str, Any]:
+        """The plan as every result reports it, local or in pods: what was asked, and the ramp
+        and hold the engines were given."""
+        spec = self.engine_specs()[0]
+        return {
+            "size": self.size,
+            "growth_rate": self.rate,
+            "ramp_seconds": round(spec.ramp_seconds, 3),
+            "hold": spec.hold,
+            "release": self.release,
+        }
+
     def engine_specs(self) -> list[EngineSpec]:
         base, extra = divmod(-(-self.size // PAGE), self.workers)  # pages per worker
         rate = self.rate / self.workers if self.rate else None
@@ -172,11 +184,7 @@ def _report(
         "stressors": results,
         "pids": [pid for r in results for pid in r["pids"]],
         "plan": {
-            "size": request.size,
-            "growth_rate": request.rate,
-            "ramp_seconds": round(spec.ramp_seconds, 3),
-            "hold": spec.hold,
-            "release": request.release,
+            **request.plan(),
             "workers": request.workers,
             "blocks": [_plan(s) for s in specs],
         },
