@@ -13,8 +13,9 @@ ended, this control undoes every ledger entry the run left open. (A SIGKILLed ru
 It also gives the run an id (every ledger entry of the run carries it, child processes inherit
 it), records the run's timeline (:class:`chaosmem.timeline.Recorder`: limits, usage, stress,
 traffic, every ``interval``, plus each activity's start and end), watches each local target's
-cgroup for OOM kills with exact times, and stores all of it, with what it restored, in the
-journal under ``extensions`` (``{"name": "chaosmem", "timeline": [...], "restored": [...]}``).
+cgroup for OOM kills with exact times (counted from the run's baseline: a cgroup made in this
+run from 0, see :mod:`chaosmem.targets.oombase`), and stores all of it, with what it restored,
+in the journal under ``extensions`` (``{"name": "chaosmem", "timeline": [...], "restored": [...]}``).
 
 At the end the restore comes first (only the OOM counters are read before it), then the
 watchers and the recorder are stopped with bounded waits; the run stays reachable for
@@ -33,6 +34,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -56,6 +58,8 @@ from chaosmem.rollback import rollback
 from chaosmem.safeguards.trip import holding_exits, tripped
 from chaosmem.state import private_dir, state_dir
 from chaosmem.targets import TARGET_TYPES, OomWatch, resolve_target
+from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets.oombase import Baseline, RunKills, forget_run, kills_of_run
 from chaosmem.targets.oomwatch import OomEvent, OomWatcher
 from chaosmem.timeline import Recorder
 from chaosmem.units import parse_duration
@@ -93,6 +97,16 @@ class _Run:
     interrupted: Interrupt | None = None
     interrupted_activity: str | None = None
     unnote: Callable[[], None] = field(default=lambda: None)
+    #: Where each cgroup's count of this run starts (:mod:`chaosmem.targets.oombase`), shared
+    #: with the probes and the timeline.
+    kills: RunKills = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kills = kills_of_run(self.id, self.configuration, state=self.base)
+        # NB: a service's cgroup is watched as soon as chaosmem makes it, before the service
+        # runs (a kill inside start_service, or a service stopped in the activity that started
+        # it, would otherwise come before the watch after the activity).
+        self.kills.on_created.append(lambda _group: self.watch_targets())
 
     def mark(self, event: str, **fields: Any) -> None:
         """Note a moment on the timeline; a failing write (a full disk) is logged, not raised:
@@ -105,33 +119,51 @@ class _Run:
             logger.warning("chaosmem: could not record %s: %s", event, exc)
 
     def on_kill(self, kill: OomEvent) -> None:
+        """Mark a kill; ``count`` is this run's kills in the target so far (a cgroup's from its
+        baseline), ``kernel_count`` the kernel's counter when that differs."""
+        counts: dict[str, Any] = {"count": kill.count}
+        if kill.run_count is not None:
+            counts = {"count": kill.run_count, "kernel_count": kill.count}
         self.mark(
-            "oom-kill",
-            **kill.detail,
-            target=kill.target,
-            cgroup=kill.cgroup,
-            count=kill.count,
-            at=kill.at,
+            "oom-kill", **kill.detail, target=kill.target, cgroup=kill.cgroup, **counts, at=kill.at
         )
 
     def watch_targets(self) -> None:
         """Start an OOM watch on every target that can be resolved now (services appear during
         the method, so this is retried after each activity, at most :data:`WATCH_ATTEMPTS`
         times per target; background activities end on pool threads, hence the lock). A cgroup
-        is watched through the kernel's notifications, pods through an API watch."""
+        is watched through the kernel's notifications from the run's baseline (a cgroup made in
+        this run counts from 0), pods through an API watch. A cgroup made again under a watched
+        path is a new cgroup: the old watch takes its last look and a new one starts."""
         with self.lock:
             specs = list(self.specs)
         for spec in specs:
             try:
                 target = resolve_target(spec, self.configuration)
             except ChaosmemError:
+                if spec.get("type") == "cgroup" and isinstance(spec.get("path"), str):
+                    self.kills.note_absent(spec["path"])  # one made later is this run's
                 continue
             key = json.dumps(target.spec, sort_keys=True)
+            stale: OomWatch | None = None
+            with self.lock:
+                old = self.watchers.get(key)
+                if isinstance(old, OomWatcher) and _made_again(old.baseline, target):
+                    stale = self.watchers.pop(key)
+                    self.watch_failures.pop(key, None)
+            if stale is not None:
+                _guarded(stale.stop)
+                _guarded(stale.check_now)
             with self.lock:
                 if key in self.watchers or self.watch_failures.get(key, 0) >= WATCH_ATTEMPTS:
                     continue
                 try:
-                    self.watchers[key] = target.watch_oom_kills(self.on_kill, spec=spec)
+                    if isinstance(target, Cgroup):
+                        baseline = self.kills.baseline(target)
+                        watch = target.watch_oom_kills(self.on_kill, spec=spec, baseline=baseline)
+                    else:
+                        watch = target.watch_oom_kills(self.on_kill, spec=spec)
+                    self.watchers[key] = watch
                 except (ChaosmemError, OSError) as exc:
                     self.watch_failures[key] = failures = self.watch_failures.get(key, 0) + 1
                     level = logging.WARNING if failures == WATCH_ATTEMPTS else logging.DEBUG
@@ -194,7 +226,20 @@ class _Run:
         for watcher in watchers:
             if not isinstance(watcher, OomWatcher):
                 _guarded(watcher.stop)
+        forget_run(self.id)
         return timeline
+
+
+def _made_again(watched: Baseline, target: object) -> bool:
+    """Whether the cgroup at a watched path is another one than the watch follows (removed and
+    made again under the same name)."""
+    if not isinstance(target, Cgroup):
+        return False
+    try:
+        info = os.stat(target.path)
+    except OSError:
+        return False  # gone: the watch ends by itself
+    return (info.st_dev, info.st_ino) != watched.identity
 
 
 def _guarded(step: Callable[[], object]) -> None:

@@ -6,9 +6,20 @@ Indexed Job makes one pod per completion index (labels from the template, the
 ``batch.kubernetes.io/job-completion-index`` annotation) and runs each pod's container command
 for real, as a local process: the container's ``env`` plus ``JOB_COMPLETION_INDEX``, with the
 pod's capture volume (a ConfigMap or PVC, by name) mapped to a host directory the test gives,
-as a kubelet mounts it. The process's stdout is the pod's log; its exit makes the pod
-Succeeded or Failed and moves the Job's status on. Deleting the Job sends its running pods
-SIGTERM (as the kubelet does) and removes them.
+as a kubelet mounts it. A pod is ``Pending`` until its container starts, then ``Running``.
+The process's stdout is the pod's log, line by line as it prints (each line stamped with the
+time it came, for ``sinceSeconds``); its exit makes the pod Succeeded or Failed and moves the
+Job's status on. Deleting the Job deletes its pods gracefully, as the API server and kubelet
+do: a running pod gets ``deletionTimestamp`` and its process SIGTERM, and stays (its log
+readable, followed streams going on) until the process has exited; a pod not running is
+removed at once.
+
+``pods/<name>/log`` answers as the API server does: ``400`` while the container waits to
+start, ``sinceSeconds``, ``tailLines`` and ``timestamps`` honoured, and ``follow=true`` served
+as a chunked stream (``Transfer-Encoding: chunked``, each write one chunk) that goes on until
+the container has exited and its last line is sent. :attr:`JobDouble.cut_follow_after` cuts
+every followed stream after that many seconds without the closing chunk, as a restarting API
+server or a proxy's timeout does, so that clients must resume.
 
 Every Job created is checked against the Kubernetes 1.33 schemas (``kubernetes-validate``,
 strict) before it is accepted, as an API server would refuse a malformed one.
@@ -27,6 +38,7 @@ import base64
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +46,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -47,6 +60,7 @@ from tests.kube_double import (
     Request,
     make_pod,
     not_found,
+    now_iso,
     status_body,
     write_kubeconfig,
 )
@@ -60,7 +74,15 @@ class JobDouble(KubeDouble):
     volumes: dict[str, Path] = field(default_factory=dict)
     work: Path = Path("/nonexistent")
     jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    logs: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    #: each pod's log so far, and its lines with the time each came (for sinceSeconds)
+    logs: dict[tuple[str, str], bytearray] = field(default_factory=dict)
+    log_lines: dict[tuple[str, str], list[tuple[float, bytes]]] = field(default_factory=dict)
+    #: pods whose container process has exited (their log is complete)
+    exited: set[tuple[str, str]] = field(default_factory=set)
+    #: seconds after which a followed log stream is cut (no closing chunk); None: never
+    cut_follow_after: float | None = None
+    #: followed log streams served (started), for assertions
+    follows: list[tuple[str, str]] = field(default_factory=list)
     processes: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
     manifests: list[dict[str, Any]] = field(default_factory=list)
     secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -78,6 +100,8 @@ class JobDouble(KubeDouble):
         self.route("GET", jobs + r"/([^/]+)(?:/status)?", self._read_job)
         self.route("DELETE", jobs + r"/([^/]+)", self._delete_job)
         self.route("GET", r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", self._read_log)
+        #: notified when a log line comes or a container exits (followed streams wait on it)
+        self.log_changed = threading.Condition(self.lock)
 
     # -- secrets ------------------------------------------------------------------------------
 
@@ -165,6 +189,10 @@ class JobDouble(KubeDouble):
         pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] = str(index)
         pod["metadata"]["labels"]["job-name"] = job["metadata"]["name"]
         pod["spec"]["restartPolicy"] = template["spec"]["restartPolicy"]
+        pod["status"]["phase"] = "Pending"  # until the kubelet starts its container
+        for status in pod["status"]["containerStatuses"]:
+            status.update(ready=False, started=False)
+            status["state"] = {"waiting": {"reason": "ContainerCreating"}}
         self.add_pod(pod)
         with self.lock:
             self.jobs[(namespace, job["metadata"]["name"])]["status"]["active"] += 1
@@ -220,6 +248,17 @@ class JobDouble(KubeDouble):
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
             )
             self.processes[(namespace, name)] = proc
+            self.logs[(namespace, name)] = bytearray()
+            self.log_lines[(namespace, name)] = []
+
+            def running(obj: dict[str, Any]) -> None:
+                obj["status"]["phase"] = "Running"
+                for status in obj["status"]["containerStatuses"]:
+                    status.update(ready=True, started=True)
+                    status["state"] = {"running": {"startedAt": now_iso()}}
+
+            if (namespace, name) in self.pods:
+                self.update_pod(namespace, name, running)
         return proc
 
     def _run_pod(self, namespace: str, pod: str, job_obj: dict[str, Any], index: int) -> None:
@@ -227,16 +266,28 @@ class JobDouble(KubeDouble):
         proc = self._launch(namespace, pod, job_obj, index)
         if proc is None:
             return
-        out, _ = proc.communicate()
-        code = proc.returncode
+        key = (namespace, pod)
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, b""):
+            with self.lock:
+                self.logs[key] += line
+                self.log_lines[key].append((time.time(), line))
+                self.log_changed.notify_all()
+        code = proc.wait()
         with self.lock:
-            self.logs[(namespace, pod)] = out
-            if (namespace, pod) in self.pods:
+            self.exited.add(key)
+            self.log_changed.notify_all()
+            if key in self.pods:
 
                 def finish(obj: dict[str, Any]) -> None:
                     obj["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+                    for status in obj["status"]["containerStatuses"]:
+                        status.update(ready=False, started=False)
+                        status["state"] = {"terminated": {"exitCode": code & 0xFF}}
 
                 self.update_pod(namespace, pod, finish)
+                if self.pods[key]["metadata"].get("deletionTimestamp"):
+                    del self.pods[key]  # the graceful deletion is complete
             record = self.jobs.get((namespace, job))
             if record is None:
                 return
@@ -268,16 +319,104 @@ class JobDouble(KubeDouble):
             ]  # fmt: skip
             for key in pods:
                 proc = self.processes.get(key)
-                if proc is not None and proc.poll() is None:
+                if proc is not None and key not in self.exited:
+                    # graceful: the pod stays, its log readable, until its process has exited
                     proc.send_signal(signal.SIGTERM)
-                del self.pods[key]
+                    self.pods[key]["metadata"]["deletionTimestamp"] = now_iso()
+                    self._stamp(self.pods[key])
+                else:
+                    del self.pods[key]
         return 200, status_body(200, "Success", f'jobs.batch "{name}" deleted')
 
-    def _read_log(self, _d: KubeDouble, _r: Request, namespace: str, pod: str) -> tuple[int, Any]:
+    def _log_check(self, namespace: str, pod: str) -> tuple[int, Any] | None:
+        """The API server's refusal of a log request, or None when the log can be read."""
+        if (namespace, pod) not in self.pods:
+            return 404, not_found("pods", pod)
+        if (namespace, pod) not in self.log_lines:
+            return 400, status_body(
+                400,
+                "BadRequest",
+                f'container "replay" in pod "{pod}" is waiting to start: ContainerCreating',
+            )
+        return None
+
+    def _log_since(self, key: tuple[str, str], query: dict[str, list[str]]) -> list[bytes]:
+        """The pod's log lines after sinceSeconds and within tailLines, stamped if asked."""
+        lines = self.log_lines[key]
+        since = query.get("sinceSeconds")
+        if since:
+            lines = [(t, line) for t, line in lines if t >= time.time() - int(since[0])]
+        tail = query.get("tailLines")
+        if tail:
+            lines = lines[-int(tail[0]) :] if int(tail[0]) else []
+        stamped = _true(query.get("timestamps", ["false"])[0])
+        return [_stamped(t, line) if stamped else line for t, line in lines]
+
+    def _read_log(self, _d: KubeDouble, r: Request, namespace: str, pod: str) -> tuple[int, Any]:
         with self.lock:
-            if (namespace, pod) not in self.pods:
-                return 404, not_found("pods", pod)
-            return 200, RawText(self.logs.get((namespace, pod), b""))
+            refused = self._log_check(namespace, pod)
+            if refused is not None:
+                return refused
+            return 200, RawText(b"".join(self._log_since((namespace, pod), r.query)))
+
+    def _follow_log(
+        self, handler: BaseHTTPRequestHandler, r: Request, namespace: str, pod: str
+    ) -> None:
+        """``follow=true``: a chunked stream of the log, from sinceSeconds, until the container
+        has exited and its last line is sent (or :attr:`cut_follow_after` cuts it)."""
+        key = (namespace, pod)
+        with self.lock:
+            refused = self._log_check(namespace, pod)
+            if refused is None:
+                sent = len(self.log_lines[key])
+                first = self._log_since(key, r.query)
+                self.follows.append(key)
+        if refused is not None:
+            code, body = refused
+            data = json.dumps(body).encode()
+            handler.send_response(code)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        cut_at = (
+            time.monotonic() + self.cut_follow_after if self.cut_follow_after is not None else None
+        )
+
+        def chunk(data: bytes) -> None:
+            handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            handler.wfile.flush()
+
+        try:
+            if first:
+                chunk(b"".join(first))
+            while True:
+                with self.lock:
+                    fresh = self.log_lines.get(key, [])[sent:]
+                    done = key in self.exited or key not in self.log_lines
+                    if not fresh and not done and self.server is not None:
+                        self.log_changed.wait(0.2)
+                        fresh = self.log_lines.get(key, [])[sent:]
+                        done = False
+                sent += len(fresh)
+                if cut_at is not None and time.monotonic() >= cut_at:
+                    # NB: cut mid-stream, without the closing chunk: the client must resume
+                    handler.close_connection = True
+                    return
+                if fresh:
+                    stamped = _true(r.query.get("timestamps", ["false"])[0])
+                    chunk(b"".join(_stamped(t, x) if stamped else x for t, x in fresh))
+                elif done or self.server is None:
+                    break
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            handler.close_connection = True
 
     def wait_pods(self, timeout: float = 60) -> None:
         for proc in list(self.processes.values()):
@@ -312,6 +451,10 @@ class JobDouble(KubeDouble):
                 )  # fmt: skip
                 with double.lock:
                     double.requests.append(request)
+                log = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", request.path)
+                if log and _true(request.query.get("follow", ["false"])[0]):
+                    double._follow_log(self, request, *log.groups())
+                    return
                 code, payload = double._dispatch(request)
                 if isinstance(payload, RawText):
                     data, kind = payload.data, "text/plain"
@@ -344,6 +487,22 @@ class JobDouble(KubeDouble):
 @dataclass(frozen=True)
 class RawText:
     data: bytes
+
+
+def _true(value: str) -> bool:
+    """A boolean query parameter as the API server parses it (Go's ``strconv.ParseBool``; the
+    Python client sends ``True``)."""
+    return value in {"1", "t", "T", "true", "TRUE", "True"}
+
+
+def _stamped(at: float, line: bytes) -> bytes:
+    """A log line as ``timestamps=true`` gives it: RFC 3339 with nanoseconds, a space, the line."""
+    moment = datetime.fromtimestamp(at, UTC)
+    return (
+        moment.strftime("%Y-%m-%dT%H:%M:%S.").encode()
+        + f"{moment.microsecond:06d}000Z ".encode()
+        + line
+    )
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from chaosmem.host import host_memory
 from chaosmem.ledger import Entry, Ledger, current_run
 from chaosmem.rollback import load_handlers
 from chaosmem.targets import LIMIT_KINDS, LimitRefused, MemoryTarget
+from chaosmem.targets.oombase import run_kill_count
 from chaosmem.units import format_size
 
 __all__ = [
@@ -137,7 +138,9 @@ def tighten(
         )
     before = target.memory_limit()
     usage = _usage(target)
-    kills = target.oom_kill_count()
+    # NB: the OOM kills as the probes count them (this run's, during a run)
+    counted = {"chaosmem_state_dir": str(ledger.directory)}
+    kills = run_kill_count(target, counted)
     entry = ledger.record(kind=target.limit_kind, target=target.spec, undo=target.limit_state())
     try:
         change = target.set_memory_limit(requested)
@@ -158,7 +161,7 @@ def tighten(
         "usage_after": _usage(target),
         "below_usage": None if usage is None else usage > requested,
         "oom_kills_before": kills,
-        "oom_kills_after": target.oom_kill_count(),
+        "oom_kills_after": run_kill_count(target, counted),
         "change": change.summary(),
         "summary": f"{target.describe()}: limit {format_size(before)} -> {format_size(requested)} "
         f"(usage {format_size(usage) if usage is not None else 'unknown'}): {change.outcome}",

@@ -7,6 +7,7 @@ from typing import Any
 from chaoslib.types import Configuration, Secrets
 
 from chaosmem.targets import resolve_target
+from chaosmem.targets.oombase import run_kill_count
 
 __all__ = ["memory_limit", "memory_usage", "oom_kill_count"]
 
@@ -34,9 +35,13 @@ def oom_kill_count(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> int:
-    """How many processes the kernel has OOM-killed in the target's cgroup since it was created.
+    """How many processes the kernel has OOM-killed in the target's cgroup: during a run (the
+    chaosmem control's), this run's kills (a cgroup chaosmem created in the run counts from its
+    creation, one that existed before from the run's first look at it: see
+    :mod:`chaosmem.targets.oombase`); outside a run, the kernel's count since the cgroup was
+    created.
 
     Use it in a steady-state hypothesis with a tolerance such as ``0`` ("no OOM kill") or, to
     prove an experiment bit, compare it before and after the method.
     """
-    return resolve_target(target, configuration).oom_kill_count()
+    return run_kill_count(resolve_target(target, configuration), configuration)

@@ -24,6 +24,7 @@ from chaosmem.lifecycle import Children
 from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
+from chaosmem.targets.oombase import announce_created
 from chaosmem.targets.placement import release
 from chaosmem.units import format_size
 
@@ -108,6 +109,16 @@ def start(
             f"something already answers {spec.ready_url} before service {spec.name!r} started "
             "(is the port in use?)"
         )
+    if path.exists():
+        # NB: an empty leftover (a crash) is removed, not joined: the service's cgroup must be
+        # a new one, whose OOM-kill counter (and peak) start at 0 with it, for this run.
+        try:
+            path.rmdir()
+        except OSError as exc:
+            raise ChaosmemError(
+                f"{path} is left from an earlier service and cannot be removed "
+                f"({exc.strerror}); run `chaosmem rollback --sweep`"
+            ) from None
     services = private_dir(directory / "services")
     log, pidfile = services / f"{spec.name}.log", services / f"{spec.name}.pid"
     # NB: environment values may be secrets; the ledger keeps their names only.
@@ -133,6 +144,7 @@ def start(
         group = parent.child(path.name)
         if spec.memory_limit is not None:
             group.set_memory_limit(spec.memory_limit)  # read back by the cgroup itself
+        announce_created(group)  # the run's OOM watch is on before the service runs
         with open_private(log, "ab") as out:
             process = group.spawn(
                 spec.argv,

@@ -217,6 +217,10 @@ def build_series(timeline: Iterable[Mapping[str, Any]], zero: float) -> dict[str
             if (limit := _bytes(row.get("limit"))) is not None:
                 _step_append(entry["limit"], x, limit)
             if (killed := _finite(row.get("oom_kills"))) is not None:
+                if row.get("oom_kills_of") == "run" and not entry["oom_counts"]:
+                    # NB: the run's own count starts at 0: a kill before the first sample (a
+                    # service killed before the control looked) is a rise too.
+                    _step_append(entry["oom_counts"], min(x, 0.0), 0.0)
                 _step_append(entry["oom_counts"], x, killed)
             if (peak := _bytes(row.get("peak"))) is not None and (
                 entry["peak"] is None or peak > entry["peak"]

@@ -139,10 +139,14 @@ class Cgroup:
     def check_changeable(self) -> None:
         ensure_not_own(self)
 
-    def watch_oom_kills(self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any]) -> Any:
+    def watch_oom_kills(
+        self, on_kill: Callable[[Any], None], *, spec: Mapping[str, Any], baseline: Any = None
+    ) -> Any:
+        """Watch for OOM kills from ``baseline`` (a :class:`~chaosmem.targets.oombase.Baseline`:
+        the run's count of this cgroup starts there), else from now."""
         from chaosmem.targets.oomwatch import OomWatcher  # NB: oomwatch imports this module
 
-        return OomWatcher(self, on_kill=on_kill, spec=spec).start()
+        return OomWatcher(self, on_kill=on_kill, spec=spec, baseline=baseline).start()
 
     # -- files -----------------------------------------------------------------------------
 

@@ -178,11 +178,21 @@ class ReportParser:
 
 
 class KmsgReader:
-    """Reads the OOM reports the kernel logs from now on (earlier records are skipped)."""
+    """Reads the OOM reports the kernel logs from now on (earlier records are skipped), or, with
+    ``since`` (seconds of the kernel's monotonic clock, as :func:`time.monotonic` reads it), the
+    reports of kills from then on that the log still holds: a cgroup chaosmem created counts
+    from its creation, so the kernel's reports of kills before its watch began are wanted too.
+    """
 
-    def __init__(self, path: str = KMSG) -> None:
+    def __init__(self, path: str = KMSG, *, since: float | None = None) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            # NB: SEEK_SET 0 is the oldest record the log still holds; SEEK_END the next one.
+            os.lseek(self._fd, 0, os.SEEK_END if since is None else os.SEEK_SET)
+        except OSError:
+            os.close(self._fd)
+            raise
+        self._since = since
         self._parser = ReportParser()
 
     def close(self) -> None:
@@ -204,6 +214,7 @@ class KmsgReader:
             if not raw:
                 break
             record = parse_record(raw)
-            if record is not None and (report := self._parser.feed(*record)) is not None:
+            report = self._parser.feed(*record) if record is not None else None
+            if report is not None and (self._since is None or report.monotonic >= self._since):
                 reports.append(report)
         return reports

@@ -7,6 +7,13 @@ under OOM, before the victim is chosen), so on each wake-up the watcher re-reads
 ``oom_kill`` counter until it moves, and records one event per kill. A slow re-read every
 ``fallback_interval`` catches anything a notification missed.
 
+Where the count starts is the run's :class:`~chaosmem.targets.oombase.Baseline` (a cgroup
+chaosmem created in this run counts from 0, one that existed before from the run's first look);
+without one, from the counter when the watcher is made. The first look comes at once when the
+watch starts, so kills between the baseline and the watch (a service OOM-killed before the
+control attached) are recorded then, with the kernel's reports of them when its log still
+holds them.
+
 Each event carries what the kernel knew at the kill when its log can be read
 (:mod:`chaosmem.targets.kmsg`): the kernel's own time of the kill, the cgroup's usage and limit
 then, its ``memory.stat`` breakdown, and the victim's pid and command. Without the log, the
@@ -32,6 +39,7 @@ from chaosmem.errors import ChaosmemError
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.kmsg import KmsgReader, OomReport, breakdown
 from chaosmem.targets.mounts import find_mount
+from chaosmem.targets.oombase import Baseline
 
 __all__ = ["OomEvent", "OomWatcher"]
 
@@ -44,7 +52,9 @@ class OomEvent:
     """One kill: its time (the kernel's, when its log could be read; else when it was seen), in
     wall-clock and monotonic seconds, the counter after it, the target spec it belongs to (as the
     experiment named it: reports label kills with it, whatever the backend; ``cgroup`` is the
-    local path, empty for other backends), and ``detail`` (for a cgroup: see the module)."""
+    local path, empty for other backends), ``detail`` (for a cgroup: see the module), and
+    ``run_count``, this run's kills in the target so far (for a cgroup, from its baseline;
+    None where ``count`` already is the run's)."""
 
     at: float
     monotonic: float
@@ -54,6 +64,7 @@ class OomEvent:
     #: Backend detail, e.g. ``{"pod": "shop/orders-a", "container": "orders"}`` for a pod; for a
     #: cgroup what the kernel reported at the kill (see the module).
     detail: dict[str, Any] = field(default_factory=dict)
+    run_count: int | None = None
 
 
 def kernel_path(group: Cgroup) -> str | None:
@@ -84,13 +95,26 @@ class OomWatcher:
         on_kill: Callable[[OomEvent], None] | None = None,
         fallback_interval: float = 1.0,
         spec: Mapping[str, Any] | None = None,
+        baseline: Baseline | None = None,
     ) -> None:
         self.group = group
         self.spec = dict(spec) if spec is not None else group.spec
         self.on_kill = on_kill
         self.fallback_interval = fallback_interval
         self.events: list[OomEvent] = []
-        self._count = group.oom_kill_count()
+        if baseline is None:
+            count = group.oom_kill_count()
+            info = os.stat(group.path)
+            baseline = Baseline(
+                str(group.path),
+                (info.st_dev, info.st_ino),
+                count,
+                time.monotonic(),
+                "counted from the watch",
+                seen=count,
+            )
+        self.baseline = baseline
+        self._count = baseline.base
         self._lock = threading.Lock()
         self._stop_r = self._stop_w = -1
         self._thread: threading.Thread | None = None
@@ -116,7 +140,7 @@ class OomWatcher:
             self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
             self._closers += [lambda: os.close(self._stop_r), lambda: os.close(self._stop_w)]
             try:
-                self._kmsg = KmsgReader()
+                self._kmsg = KmsgReader(since=self.baseline.since)
                 self._closers.append(self._kmsg.close)
             except OSError:
                 pass  # NB: no kernel log (not root, or a container without it): sampled details
@@ -188,6 +212,10 @@ class OomWatcher:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
+        # NB: a first look at once: kills since the baseline (before the watch) are not left
+        # for the first notification or the fallback interval.
+        if not self._check(settle=0.0):
+            return
         while True:
             ready = {f for f, _ in poller.poll(self.fallback_interval * 1000)}
             if self._stop_r in ready:
@@ -232,15 +260,17 @@ class OomWatcher:
             new: list[OomEvent] = []
             for index, value in enumerate(values):
                 cgroup, spec = str(self.group.path), dict(self.spec)
+                run_count = self.baseline.run_count(value)
                 if index < len(reports):
                     report = reports[index]
                     # NB: the kernel stamps its log with CLOCK_MONOTONIC, as time.monotonic() reads.
                     at_mono = report.monotonic
+                    at = now - (mono - at_mono)
                     event = OomEvent(
-                        now - (mono - at_mono), at_mono, value, cgroup, spec, report.as_fields()
+                        at, at_mono, value, cgroup, spec, report.as_fields(), run_count
                     )
                 else:
-                    event = OomEvent(now, mono, value, cgroup, spec, dict(sampled))
+                    event = OomEvent(now, mono, value, cgroup, spec, dict(sampled), run_count)
                 new.append(event)
             self._count = max(self._count, seen)
             self.events.extend(new)

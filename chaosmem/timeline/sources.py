@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chaosmem.errors import ChaosmemError
-from chaosmem.ledger import Entry, Ledger
+from chaosmem.ledger import Entry, Ledger, current_run
 from chaosmem.stress.status import read_bounded_status
 from chaosmem.stress.stopping import STRESSOR_KIND
 from chaosmem.targets import MemoryTarget, resolve_target
+from chaosmem.targets.cgroup import Cgroup
+from chaosmem.targets.oombase import run_kill_count
 from chaosmem.targets.workingset import memory_breakdown
 from chaosmem.traffic.results import own_replay_id, replays_dir
 
@@ -166,7 +168,9 @@ class TargetsSource:
             try:
                 target = self._target(index)
                 row["limit"] = target.memory_limit()
-                row["oom_kills"] = target.oom_kill_count()
+                row["oom_kills"] = run_kill_count(target, self.configuration)
+                if current_run() is not None and isinstance(target, Cgroup):
+                    row["oom_kills_of"] = "run"  # counts from the run's baseline, not the kernel's
                 row.update(self._peak(index, target))
             except Exception as exc:
                 self.resolved.pop(index, None)

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import Ledger, current_run
 from chaosmem.state import state_dir
 from chaosmem.traffic.background import LEDGER_KIND, start_background
@@ -81,8 +80,9 @@ def replay_traffic(
     ``scale`` (``{"namespace", "pods", "image", "capture_url"|"capture_configmap"|
     "capture_pvc"}``) runs the replay as a Kubernetes Indexed Job of ``pods`` pods instead,
     each replaying its shard (``capture`` then names the file in the ConfigMap or PVC;
-    ``concurrency`` is per pod); the pods' results merge into this replay's summary. It needs
-    ``wait=true``; the Job is on the ledger and deleted at the end or on rollback.
+    ``concurrency`` is per pod); the pods' logs are followed and merged live into this
+    replay's results. With ``wait=false`` a background process runs the Job. The Job is on
+    the ledger and deleted at the end, when the replay is stopped, or on rollback.
     """
     if scale is not None:
         return _replay_in_pods(
@@ -128,10 +128,21 @@ def _replay_in_pods(
     from chaosmem.traffic.kubejob import parse_scale, run_job
 
     job = parse_scale(scale)
-    if not check_bool(wait, name="wait"):
-        raise InvalidArgument("wait", wait, "true when scale is given (a replay Job is waited for)")
+    background = not check_bool(wait, name="wait")
     options = parse_options(**arguments, workers=1, local_capture=False)
     state = state_dir(configuration)
+    if background:
+        from chaosmem.targets.kubernetes import client_settings
+
+        started = start_background(
+            options, state=state, scale=scale, kubernetes=client_settings(configuration)
+        )
+        logger.info(
+            "chaosmem: replay %s started in the background in %d pods (job %s, worker pid %s)",
+            started["replay_id"], job.pods, (started.get("job") or {}).get("name"),
+            started["pid"],
+        )  # fmt: skip
+        return {**started, "summary": started_line(started)}
     summary = run_job(options, job, state=state, configuration=configuration)
     summary = {k: v for k, v in summary.items() if k != "histograms"}
     logger.info(
@@ -164,6 +175,12 @@ def stop_traffic_replay(
         if wanted is not None and rid != wanted:
             continue
         stopped.append(ledger.undo(entry))
+        for job in ledger.read().open(kind="replay-job"):
+            if job.target.get("replay_id") == rid:
+                # a replay in pods whose worker could not delete its Job (it was killed)
+                from chaosmem.traffic import kubejob  # noqa: F401  (registers the undo)
+
+                stopped.append(ledger.undo(job, configuration))
         try:
             summaries[rid] = read_summary(state, rid)
         except Exception as exc:

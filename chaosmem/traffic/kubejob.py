@@ -8,14 +8,20 @@ round-robin), from the same start time, agreed here in advance (``start_delay`` 
 is created) so every pod keeps the one schedule clock. ``backoffLimit: 0``: a pod that fails is
 not retried, because a retry would send its requests twice.
 
-Each pod (:mod:`chaosmem.traffic.pod`) writes its per-second lines and its summary as its last
-log lines; this module reads them through the API (``read_namespaced_pod_log``), writes them
-as ``shards/<k>/`` of the replay and merges them with the same code as worker processes do
-(:class:`chaosmem.traffic.shard.ShardMerger`): one replay id, one summary.
+Each pod (:mod:`chaosmem.traffic.pod`) prints a line for each second as it ends, and its summary
+as its last log line. While the Job runs, each pod's log is followed through the API
+(:mod:`chaosmem.traffic.podlogs`: ``read_namespaced_pod_log(follow=True)``, resumed when a
+stream breaks) into ``shards/<k>/`` of the replay, and merged once a second with the same code
+as worker processes (:class:`chaosmem.traffic.shard.ShardMerger`) into the replay's one
+``seconds.jsonl`` and ``summary.json``: the run's timeline and probes see the pods' traffic as
+it happens. One replay id, one summary.
 
-The Job is on the ledger (kind ``replay-job``) before it is created; it is deleted when its
-results are read, on rollback, and after a crash by ``chaosmem rollback``; its own
-``activeDeadlineSeconds`` ends it even if nothing of ours survives to delete it.
+The Job is on the ledger (kind ``replay-job``) before it is created; it is deleted once its
+pods' results are read, when the replay is stopped (SIGTERM or Ctrl-C to this process: the
+pods get SIGTERM from their kubelets and print their last lines, which are still merged), on
+rollback, and after a crash by ``chaosmem rollback``; its own ``activeDeadlineSeconds`` ends it
+even if nothing of ours survives to delete it. A background replay (``wait: false``) runs
+:func:`run_job` in a worker process (:mod:`chaosmem.traffic.background`).
 
 Credentials stay out of the Job: its spec carries the options as summaries and journals do
 (:meth:`ReplayOptions.public_spec`, masked), because anyone who may ``get jobs`` (or read the
@@ -38,11 +44,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chaosmem.errors import InvalidArgument
+from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.ledger import Entry, Ledger, current_run, register_undo
 from chaosmem.secrets import redact_url
+from chaosmem.state import private_dir
 from chaosmem.traffic.options import ReplayOptions
 from chaosmem.traffic.pod import LOG_SECOND, LOG_SUMMARY, SECRET_ENV
+from chaosmem.traffic.podlogs import CONTAINER, PodFollower, logs_client
 from chaosmem.traffic.results import new_replay_id, replay_dir, set_latest, write_json_atomic
 from chaosmem.traffic.shard import ShardMerger
 from chaosmem.units import parse_duration
@@ -52,8 +61,11 @@ __all__ = [
     "LOG_SECOND",
     "LOG_SUMMARY",
     "JobScale",
+    "job_deadline",
     "job_manifest",
     "parse_scale",
+    "public_scale",
+    "record_job",
     "run_job",
     "secret_manifest",
     "secret_values",
@@ -61,7 +73,15 @@ __all__ = [
 
 LEDGER_KIND = "replay-job"
 CAPTURE_MOUNT = "/capture"
-CONTAINER = "replay"
+#: How often the Job is looked at and its pods' lines merged (seconds).
+TICK = 1.0
+#: After the Job ended, how long its pods' last lines may take to arrive: a hang guard.
+DRAIN = 60.0
+#: After a stop (the Job deleted), how long its pods have to print their last lines: the
+#: kubelet sends them SIGTERM, and a replay stops within moments of it.
+STOP_DRAIN = 20.0
+#: Failed reads of the Job's status in a row before the replay gives up on it.
+MAX_FAILURES = 5
 #: The key of the replay's Secret that holds its masked values (JSON, see :func:`secret_values`).
 SECRET_KEY = "replay.json"
 MAX_PODS = 1000
@@ -152,6 +172,29 @@ def parse_scale(scale: object) -> JobScale:
         start_delay=delay,
         deadline=deadline,
     )
+
+
+def public_scale(scale: JobScale) -> dict[str, Any]:
+    """``scale`` as ``replay_traffic`` takes it, with a ``capture_url`` password masked: what
+    may be written to disk (a background replay's ``spec.json``)."""
+    kind, source = scale.source
+    public: dict[str, Any] = {
+        "namespace": scale.namespace,
+        "pods": scale.pods,
+        "image": scale.image,
+        kind: redact_url(source) if kind == "capture_url" else source,
+        "start_delay": scale.start_delay,
+    }
+    if scale.service_account is not None:
+        public["service_account"] = scale.service_account
+    if scale.deadline is not None:
+        public["deadline"] = scale.deadline
+    return public
+
+
+def job_deadline(options: ReplayOptions, scale: JobScale) -> int:
+    """The Job's ``activeDeadlineSeconds``: ``scale.deadline``, else room for the whole replay."""
+    return _deadline(options, scale)
 
 
 def job_name(replay_id: str) -> str:
@@ -342,47 +385,121 @@ def _undo_job(entry: Entry, configuration: Mapping[str, Any] | None) -> str:
     )
 
 
-def _parse_log(text: str) -> tuple[list[str], dict[str, Any] | None]:
-    """The per-second lines and the summary a pod printed last (bounded: lines over 1 MiB and
-    anything that is not a JSON object are ignored)."""
-    seconds: list[str] = []
-    summary = None
-    for line in text.splitlines():
-        if len(line) > 1 << 20:
-            continue
-        if line.startswith(LOG_SECOND):
-            payload = line[len(LOG_SECOND) :]
-            try:
-                if isinstance(json.loads(payload), dict):
-                    seconds.append(payload)
-            except ValueError:
-                continue
-        elif line.startswith(LOG_SUMMARY):
-            try:
-                data = json.loads(line[len(LOG_SUMMARY) :])
-            except ValueError:
-                continue
-            summary = data if isinstance(data, dict) else None
-    return seconds, summary
+def record_job(ledger: Ledger, options: ReplayOptions, scale: JobScale, *, replay_id: str) -> Entry:
+    """The Job's ledger entry (its Secret too, when there is one): written before either exists."""
+    name = job_name(replay_id)
+    undo: dict[str, Any] = {"namespace": scale.namespace, "name": name}
+    if secret_values(options, scale):
+        undo["secret"] = name
+    return ledger.record(
+        kind=LEDGER_KIND,
+        target={"replay_id": replay_id, "namespace": scale.namespace, "job": name},
+        undo=undo,
+    )
 
 
-def _wait_job(api: Any, namespace: str, name: str, *, pods: int, until: float) -> dict[str, Any]:
-    while True:
-        job = api.call(
-            _batch(api).read_namespaced_job_status,
-            name,
+def _job_ended(job: Mapping[str, Any], pods: int) -> bool:
+    status = job.get("status") or {}
+    done = int(status.get("succeeded") or 0) + int(status.get("failed") or 0)
+    return done >= pods or any(
+        c.get("type") in {"Complete", "Failed"} and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def _attach(api: Any, namespace: str, name: str, followers: list[PodFollower]) -> None:
+    """Give each follower still without a pod the pod of its completion index, once it exists."""
+    from chaosmem.kube.client import KubeError
+
+    if all(f.attached for f in followers):
+        return
+    try:
+        pods = api.call(
+            api.core.list_namespaced_pod,
             namespace,
-            what=f"reading job {namespace}/{name}",
+            label_selector=f"chaosmem/replay={name}",
+            what=f"listing the pods of job {namespace}/{name}",
         )
-        status = job.get("status") or {}
-        done = int(status.get("succeeded") or 0) + int(status.get("failed") or 0)
-        ended = any(
-            c.get("type") in {"Complete", "Failed"} and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        if ended or done >= pods or time.monotonic() > until:
-            return dict(job)
-        time.sleep(1.0)
+    except KubeError:
+        return  # looked for again on the next tick
+    for pod in pods.get("items", []):
+        meta = pod.get("metadata") or {}
+        raw_index = (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
+        try:
+            index = int(str(raw_index))
+        except ValueError:
+            continue
+        if 0 <= index < len(followers) and meta.get("name"):
+            followers[index].attach(str(meta["name"]), meta.get("uid"))
+
+
+def _all_ended(followers: list[PodFollower]) -> bool:
+    """Whether every shard's pod log is read to its end (a pod never seen has nothing to read)."""
+    return all(f.ended.is_set() or not f.attached for f in followers)
+
+
+class _Follow:
+    """How the follow loop ended: the Job's last status (None: the Job is gone) and whether
+    its deadline passed with the Job still running."""
+
+    def __init__(self) -> None:
+        self.job: dict[str, Any] | None = {}
+        self.timed_out = False
+
+
+def _follow(
+    api: Any,
+    scale: JobScale,
+    name: str,
+    followers: list[PodFollower],
+    merger: ShardMerger,
+    stop: StopRequest,
+    *,
+    until: float,
+) -> _Follow:
+    """Merge the pods' lines once a :data:`TICK` until the Job has ended and its pods' logs are
+    read, a stop is asked for, the Job is gone, or ``until`` (monotonic) has passed."""
+    from chaosmem.kube.client import KubeError, NotFound
+
+    result = _Follow()
+    ended_at: float | None = None
+    failures = 0
+    while True:
+        _attach(api, scale.namespace, name, followers)
+        try:
+            result.job = api.call(
+                _batch(api).read_namespaced_job_status,
+                name,
+                scale.namespace,
+                what=f"reading job {scale.namespace}/{name}",
+            )
+            failures = 0
+        except NotFound:
+            result.job = None
+            return result
+        except KubeError:
+            failures += 1  # NB: one failed read is no reason to abandon a running Job
+            if failures >= MAX_FAILURES:
+                raise
+        merger.update([f.ended.is_set() for f in followers])
+        if result.job is not None and _job_ended(result.job, scale.pods):
+            ended_at = ended_at if ended_at is not None else time.monotonic()
+            if _all_ended(followers) or time.monotonic() - ended_at > DRAIN:
+                return result
+        if time.monotonic() > until:
+            result.timed_out = True
+            return result
+        if stop.wait(TICK):
+            return result
+
+
+def _drain(followers: list[PodFollower], merger: ShardMerger, *, within: float) -> None:
+    """Give the pods ``within`` seconds to print their last lines (they stop on SIGTERM, which
+    the Job's deletion sends them), merging as the lines come."""
+    deadline = time.monotonic() + within
+    while not _all_ended(followers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        merger.update([f.ended.is_set() for f in followers])
 
 
 def run_job(
@@ -391,126 +508,166 @@ def run_job(
     *,
     state: Path,
     configuration: Mapping[str, Any] | None = None,
+    replay_id: str | None = None,
+    entry: Entry | str | None = None,
 ) -> dict[str, Any]:
-    """Create the Job, wait for it, merge its pods' results, delete it; the merged summary."""
+    """Create the Job, follow its pods' logs into one live result, delete it; the merged summary.
+
+    ``replay_id`` and ``entry`` come from a background replay
+    (:func:`chaosmem.traffic.background.start_background`), which recorded the Job on the ledger
+    before it started this process; without them this makes its own.
+
+    SIGTERM or SIGINT (when this is the main thread) stops the replay: the Job is deleted, its
+    pods get SIGTERM from their kubelets and print their last lines, which are merged (within
+    :data:`STOP_DRAIN`) into a summary that says ``"stopped"``; then the signal goes on to the
+    handler in place before (see :mod:`chaosmem.interrupts`). A Job deleted by someone else
+    while it runs (a rollback) ends the same way and then raises :class:`ChaosmemError`.
+    """
     api = _connect(configuration)
-    rid = new_replay_id()
-    out = replay_dir(state, rid)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    set_latest(state, rid)
+    rid = replay_id or new_replay_id()
+    out = private_dir(replay_dir(state, rid))
+    if replay_id is None:
+        set_latest(state, rid)
+    ledger = Ledger(state)
+    if entry is None:
+        entry = record_job(ledger, options, scale, replay_id=rid)
     start_at = time.time() + scale.start_delay
     manifest = job_manifest(options, scale, replay_id=rid, start_at=start_at)
     name = manifest["metadata"]["name"]
-    has_secret = bool(secret_values(options, scale))
-    undo: dict[str, Any] = {"namespace": scale.namespace, "name": name}
-    if has_secret:
-        undo["secret"] = name
-    ledger = Ledger(state)
-    entry = ledger.record(
-        kind=LEDGER_KIND,
-        target={"replay_id": rid, "namespace": scale.namespace, "job": name},
-        undo=undo,
-    )
+    secret_name = name if secret_values(options, scale) else None
+    dirs = [out / "shards" / str(n) for n in range(scale.pods)]
+    base: dict[str, Any] = {
+        "replay_id": rid,
+        "run": current_run(),
+        "pid": None,
+        "target_url": redact_url(options.target_url),
+        "options": options.public_spec(),
+        "workers": scale.pods,
+        "started_at": start_at,
+        "job": {"namespace": scale.namespace, "name": name, "status": None},
+    }
+    merger = ShardMerger(out, dirs, base)
+    followers: list[PodFollower] = []
+    logs_api: Any = None
+    stop = StopRequest()
+    deleted = False
     outcome = "failed"
-    try:
-        created = api.call(
-            _batch(api).create_namespaced_job,
-            scale.namespace,
-            manifest,
-            what=f"creating job {scale.namespace}/{name}",
-        )
-        secret = secret_manifest(
-            options, scale, replay_id=rid, owner_uid=(created.get("metadata") or {}).get("uid")
-        )
-        if secret is not None:
-            # NB: after the Job, to be owned by it; its pods wait for it (start_delay's room)
-            api.call(
-                api.core.create_namespaced_secret,
-                scale.namespace,
-                secret,
-                what=f"creating secret {scale.namespace}/{name}",
-            )
-        deadline = manifest["spec"]["activeDeadlineSeconds"]
-        job = _wait_job(
-            api, scale.namespace, name, pods=scale.pods, until=time.monotonic() + deadline + 60
-        )
-        dirs = [out / "shards" / str(n) for n in range(scale.pods)]
-        # one line a second of the Job's life at most, the summary, and room for other output
-        missing = _collect(api, scale.namespace, name, dirs, max_lines=deadline + 1000)
-        base = {
-            "replay_id": rid,
-            "run": current_run(),
-            "pid": None,
-            "target_url": redact_url(options.target_url),
-            "options": options.public_spec(),
-            "workers": scale.pods,
-            "started_at": start_at,
-            "job": {"namespace": scale.namespace, "name": name, "status": job.get("status")},
-        }
-        summary = ShardMerger(out, dirs, base).update([True] * scale.pods, final=True)
-        if missing:
-            summary["state"] = "failed"
-            summary["error"] = (
-                f"no results from pod(s) of shard(s) {missing} of job {scale.namespace}/{name}"
-            )
-            write_json_atomic(out / "summary.json", summary)
-        outcome = str(summary["state"])
-        return summary
-    finally:
+    # NB: the merged summary is final, the Job deleted and the ledger entry closed before a
+    # signal is handed on (Chaos Toolkit's interrupt, KeyboardInterrupt, SIG_DFL's exit in a
+    # worker process), so everything up to it happens inside the block.
+    with stop_on_signals(stop.set, work="replay_traffic"):
         try:
-            _delete_all(api, scale.namespace, name, name if has_secret else None)
+            try:
+                created = api.call(
+                    _batch(api).create_namespaced_job,
+                    scale.namespace,
+                    manifest,
+                    what=f"creating job {scale.namespace}/{name}",
+                )
+                secret = secret_manifest(
+                    options,
+                    scale,
+                    replay_id=rid,
+                    owner_uid=(created.get("metadata") or {}).get("uid"),
+                )
+                if secret is not None:
+                    # NB: after the Job, to be owned by it; its pods wait for it (start_delay)
+                    api.call(
+                        api.core.create_namespaced_secret,
+                        scale.namespace,
+                        secret,
+                        what=f"creating secret {scale.namespace}/{name}",
+                    )
+                merger.update([False] * scale.pods)  # the replay runs: its summary says so
+                logs_api = logs_client(api, scale.pods)
+                followers = [
+                    PodFollower(logs_api, scale.namespace, n, d, started_at=start_at)
+                    for n, d in enumerate(dirs)
+                ]
+                deadline = manifest["spec"]["activeDeadlineSeconds"]
+                until = time.monotonic() + scale.start_delay + deadline + 60
+                followed = _follow(api, scale, name, followers, merger, stop, until=until)
+                base["job"]["status"] = (followed.job or {}).get("status")
+                cut_short = stop.requested or followed.job is None or followed.timed_out
+                # NB: deleting the Job is what stops pods still running (SIGTERM): they print
+                # their last lines, which the followers still read
+                _delete_all(api, scale.namespace, name, secret_name)
+                deleted = True
+                _drain(followers, merger, within=STOP_DRAIN if cut_short else 0.0)
+            except BaseException as exc:
+                _final(merger, followers, state="failed", error=_why(exc))
+                raise
+            summary = _final(
+                merger,
+                followers,
+                state="stopped" if stop.requested or followed.job is None else None,
+                error=(
+                    f"job {scale.namespace}/{name} did not end within its deadline"
+                    if followed.timed_out
+                    else None
+                ),
+            )
+            outcome = str(summary["state"])
         finally:
-            ledger.close(entry, f"replay job {outcome}")
-
-
-def _collect(api: Any, namespace: str, name: str, dirs: list[Path], *, max_lines: int) -> list[int]:
-    """Each pod's log lines into ``shards/<index>/``; the shards with no results."""
-    pods = api.call(
-        api.core.list_namespaced_pod,
-        namespace,
-        label_selector=f"chaosmem/replay={name}",
-        what=f"listing the pods of job {namespace}/{name}",
-    )
-    found: set[int] = set()
-    for pod in pods.get("items", []):
-        meta = pod.get("metadata") or {}
-        raw_index = (meta.get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
-        try:
-            index = int(str(raw_index))
-        except ValueError:
-            continue
-        if not 0 <= index < len(dirs) or index in found:
-            continue
-        text = _pod_log(api, namespace, str(meta.get("name")), max_lines=max_lines)
-        seconds, summary = _parse_log(text)
-        if summary is None:
-            continue
-        found.add(index)
-        directory = dirs[index]
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (directory / "seconds.jsonl").write_text(
-            "".join(line + "\n" for line in seconds), encoding="utf-8"
+            for follower in followers:
+                follower.close()
+            try:
+                if not deleted:
+                    _delete_all(api, scale.namespace, name, secret_name)
+            finally:
+                ledger.close(entry, f"replay job {outcome}")
+                until_joined = time.monotonic() + 5.0
+                for follower in followers:
+                    # NB: a thread inside an API call (not a stream) ends with its timeout
+                    follower.join(max(until_joined - time.monotonic(), 0.0))
+                if logs_api is not None:
+                    logs_api.client.close()
+    if followed.job is None and not stop.requested:
+        raise ChaosmemError(
+            f"replay job {scale.namespace}/{name} was deleted while it ran (a rollback?); "
+            f"what its pods printed is merged in {out}"
         )
-        (directory / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
-    return [n for n in range(len(dirs)) if n not in found]
+    return summary
 
 
-def _pod_log(api: Any, namespace: str, pod: str, *, max_lines: int) -> str:
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, Exception):
+        return str(exc) if isinstance(exc, ChaosmemError) else f"{type(exc).__name__}: {exc}"
+    return f"interrupted ({type(exc).__name__})"
 
-    from chaosmem.kube.client import REQUEST_TIMEOUT
 
-    try:
-        response = api.core.read_namespaced_pod_log(
-            pod,
-            namespace,
-            container=CONTAINER,
-            tail_lines=max_lines,  # the lines we read are the last ones: a bounded read
-            _preload_content=False,
-            _request_timeout=REQUEST_TIMEOUT,
+def _final(
+    merger: ShardMerger, followers: list[PodFollower], *, state: str | None, error: str | None
+) -> dict[str, Any]:
+    """The merged summary, final (written once: a reader never sees a state corrected after):
+    what every shard's pod printed, and which said nothing.
+
+    ``state`` overrides what the shards say (``"stopped"``: cut short by us, ``"failed"``); a
+    shard whose pod never printed its summary fails a replay that was not stopped.
+    """
+    for follower in followers:
+        follower.close()
+    lost = {str(f.index): f.lost for f in followers if f.lost}
+    if lost:
+        merger.base["lost_seconds"] = lost
+    summary = merger.update([True] * len(merger.dirs), final=True, write=False)
+    missing = [f.index for f in followers if not f.final]
+    problems = [error] if error else []
+    if missing:
+        job = merger.base.get("job") or {}
+        why = "; ".join(dict.fromkeys(f.problem for f in followers if f.problem and not f.final))
+        problems.append(
+            f"no results from the pod(s) of shard(s) {missing} of job "
+            f"{job.get('namespace')}/{job.get('name')}" + (f" ({why})" if why else "")
         )
-    except (ApiException, HTTPError):
-        return ""  # a pod gone or an API error: that shard has no results, and says so
-    data: bytes = response.data
-    return data.decode("utf-8", errors="replace")
+    if state is None and (missing or error):
+        state = "failed"
+    if state == "stopped" and summary["state"] == "failed":
+        state = "failed"  # a pod that failed on its own says more than our stop
+    if state is not None or problems:
+        summary["state"] = state or summary["state"]
+        summary["error"] = "; ".join(p for p in [summary.get("error"), *problems] if p) or None
+        if summary["state"] != "running" and summary.get("ended_at") is None:
+            summary["ended_at"] = round(time.time(), 3)
+    write_json_atomic(merger.out / "summary.json", summary)
+    return summary

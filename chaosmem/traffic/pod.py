@@ -6,9 +6,14 @@ capture is in ``$CHAOSMEM_CAPTURE_DIR`` (a ConfigMap or PVC volume), or is first
 there from ``capture_url``. What the Job's spec shows masked (credential headers, a URL's
 password) comes from the replay's Secret in ``$CHAOSMEM_REPLAY_SECRETS`` and is merged back
 here, in memory only: it is removed from the environment at once, and nothing the pod prints
-holds it (its summary carries the masked options). The pod compiles the capture, replays its shard from the start time, and
-prints its per-second lines and its summary as its last log lines, where the coordinator
-reads them. SIGTERM (the Job deleted, its deadline) stops it gracefully: the lines still print.
+holds it (its summary carries the masked options). The pod compiles the capture and replays
+its shard from the start time.
+
+What it prints is what the coordinator (:mod:`chaosmem.traffic.podlogs`) follows live: each
+second's line as that second ends (``chaosmem-second {"seq": n, ...}``, ``seq`` counting from 0,
+so that a follower which reconnects recognises the lines it already has), and, once the replay
+has ended, its summary as its last line (``chaosmem-summary {...}``). SIGTERM (the Job deleted,
+its deadline) stops it gracefully: the last second and the summary still print.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import math
 import os
 import shutil
 import sys
+import threading
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from chaosmem.traffic.compile import compile_capture
@@ -29,13 +35,68 @@ from chaosmem.traffic.options import parse_options
 from chaosmem.traffic.replay import run_engine
 from chaosmem.traffic.schedule import Schedule
 
-__all__ = ["LOG_SECOND", "LOG_SUMMARY", "SECRET_ENV", "main", "merge_secrets"]
+__all__ = ["LOG_SECOND", "LOG_SUMMARY", "SECRET_ENV", "SecondsPrinter", "main", "merge_secrets"]
 
 LOG_SECOND = "chaosmem-second "
 LOG_SUMMARY = "chaosmem-summary "
 #: The env var the kubelet fills from the replay's Secret (``valueFrom.secretKeyRef``).
 SECRET_ENV = "CHAOSMEM_REPLAY_SECRETS"
 _SECRET_OPTIONS = frozenset({"headers", "target_url"})
+#: How often the printer looks for a new second: well under the second it waits for.
+PRINT_EVERY = 0.2
+
+
+class SecondsPrinter:
+    """Prints the engine's ``seconds.jsonl`` to the log as it grows, each line numbered.
+
+    A thread that tails the file the engine writes (so the engine itself needs no hook): only
+    complete lines, in order, each once. :meth:`finish` prints what is left after the engine
+    returned (its last, partial second).
+    """
+
+    def __init__(self, path: Path, out: IO[str]) -> None:
+        self.path = path
+        self.out = out
+        self.seq = 0
+        self._offset = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaosmem-seconds", daemon=True)
+
+    def start(self) -> SecondsPrinter:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._done.wait(PRINT_EVERY):
+            self._print_new()
+
+    def _print_new(self) -> None:
+        try:
+            with self.path.open("rb") as stream:
+                stream.seek(self._offset)
+                chunk = stream.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for raw in complete.splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(line, dict):
+                continue
+            self.out.write(
+                LOG_SECOND + json.dumps({**line, "seq": self.seq}, sort_keys=True) + "\n"
+            )
+            self.seq += 1
+        if complete:
+            self.out.flush()
+
+    def finish(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self._print_new()
 
 
 def merge_secrets(spec: dict[str, Any], text: str | None) -> dict[str, Any]:
@@ -103,17 +164,19 @@ def main() -> int:
         return 2
     compiled = compile_capture(options, cache=work / "cache")
     out = work / "out"
-    summary = run_engine(
-        options,
-        Schedule(options, compiled, shard=index, shards=shards),
-        replay_id=str(spec["replay_id"]),
-        out_dir=out,
-        start_at=start_at,
-        detail=True,
-    )
-    with (out / "seconds.jsonl").open(encoding="utf-8") as lines:
-        for line in lines:
-            sys.stdout.write(LOG_SECOND + line.rstrip("\n") + "\n")
+    shutil.rmtree(out, ignore_errors=True)  # NB: the engine appends; only this run's lines print
+    printer = SecondsPrinter(out / "seconds.jsonl", sys.stdout).start()
+    try:
+        summary = run_engine(
+            options,
+            Schedule(options, compiled, shard=index, shards=shards),
+            replay_id=str(spec["replay_id"]),
+            out_dir=out,
+            start_at=start_at,
+            detail=True,
+        )
+    finally:
+        printer.finish()
     sys.stdout.write(LOG_SUMMARY + json.dumps(summary, sort_keys=True) + "\n")
     sys.stdout.flush()
     return 0

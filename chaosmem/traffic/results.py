@@ -46,6 +46,7 @@ from chaosmem.validate import check_name
 __all__ = [
     "ERROR_CODES",
     "REQUEST_RECORD",
+    "SecondsTally",
     "latest_id",
     "merge_seconds",
     "merge_summaries",
@@ -334,4 +335,47 @@ def merge_seconds(lines: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if lines and all(x.get("partial") for x in lines):
         merged["partial"] = True
+    if any(x.get("lost") for x in lines):
+        merged["lost"] = True  # a shard's line for this second never reached us (see podlogs)
     return merged
+
+
+class SecondsTally:
+    """A shard's running summary from its per-second lines alone.
+
+    Why: a pod's own summary is its last log line, printed when it ends; while it runs, its
+    per-second lines are all the coordinator has. Their sums are the shard's counts up to its
+    last complete second (what :func:`merge_summaries` adds up), and their lag buckets give
+    the lag percentiles. Latency is not in the lines: the latency percentiles stay empty until
+    the pod's own summary replaces this one.
+    """
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.completed = 0
+        self.status: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.lag = Histogram()
+        self.elapsed = 0.0
+
+    def add(self, line: dict[str, Any]) -> None:
+        self.sent += _count(line.get("sent"))
+        self.completed += _count(line.get("completed"))
+        _add(self.status, line.get("status"))
+        _add(self.errors, line.get("errors"))
+        self.lag.merge(_hist(line, "lag_hist"))
+        self.elapsed = max(self.elapsed, _num(line.get("elapsed")) or 0.0)
+
+    def summary(self, *, started_at: float) -> dict[str, Any]:
+        """In the shape of a shard's ``summary.json`` (``"state": "running"``)."""
+        return {
+            "state": "running",
+            "started_at": started_at,
+            "duration_s": self.elapsed,
+            "sent": self.sent,
+            "completed": self.completed,
+            "no_status": sum(self.errors.values()),
+            "status": dict(self.status),
+            "errors": dict(self.errors),
+            "histograms": {"lag_us": self.lag.to_sparse()},
+        }

@@ -110,8 +110,13 @@ class ShardMerger:
                 parts.append(data)
         return parts
 
-    def update(self, ended: list[bool], *, final: bool = False) -> dict[str, Any]:
-        """Merge what the shards wrote so far; ``ended[n]``: shard n wrote all it will write."""
+    def update(
+        self, ended: list[bool], *, final: bool = False, write: bool = True
+    ) -> dict[str, Any]:
+        """Merge what the shards wrote so far; ``ended[n]``: shard n wrote all it will write.
+
+        ``write=False`` leaves ``summary.json`` to the caller, who changes the merged summary
+        first (readers in other processes must not see a state it is about to correct)."""
         for n in range(len(self.dirs)):
             self._read_lines(n)
         merged_lines = []
@@ -128,7 +133,8 @@ class ShardMerger:
                     stream.write(json.dumps(line, sort_keys=True) + "\n")
             self.seconds_written += len(merged_lines)
         summary = merge_summaries(self.summaries(), base=self.base)
-        write_json_atomic(self.out / "summary.json", summary)
+        if write:
+            write_json_atomic(self.out / "summary.json", summary)
         self.last_lines = merged_lines
         return summary
 
