@@ -10,7 +10,7 @@ import pytest
 from chaosmem.cli import main
 from chaosmem.report import build_report, render
 from chaosmem.report.charts import render_charts
-from chaosmem.report.series import build_series, thin
+from chaosmem.report.series import build_series
 from chaosmem.targets.cgroup import Cgroup
 from tests.browser import visit
 from tests.chaos_run import chaos_run, exists_probe
@@ -149,7 +149,7 @@ def test_chart_titles_from_the_experiment_are_escaped_inside_svg() -> None:
         }
         for i in range(10)
     ]
-    svg = render_charts(thin(build_series(timeline, 10.0)))["memory"]
+    svg = render_charts(build_series(timeline, 10.0))["memory"]
     assert svg is not None and "&lt;script&gt;alert" in svg and "<script" not in svg
 
 
@@ -268,7 +268,7 @@ def _go_timeline(targets: bool) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("targets", [True, False], ids=["with-cgroup", "go-only"])
 def test_go_memory_is_drawn_once_on_the_memory_chart(targets: bool) -> None:
-    charts = render_charts(thin(build_series(_go_timeline(targets), 10.0)))
+    charts = render_charts(build_series(_go_timeline(targets), 10.0))
     drawn = {name: svg for name, svg in charts.items() if svg}
     assert set(drawn) == {"memory"}  # no second chart repeating Go's lines
     for line in ("Go HeapInuse", "Go HeapIdle", "Go HeapReleased", "Go Sys", "Go NextGC"):
@@ -287,5 +287,5 @@ def test_a_series_of_one_sample_is_drawn_as_a_point() -> None:
             "traffic": {"seconds": 1, "sent": 10, "completed": 10, "status": {"200": 7, "503": 3}},
         },
     ]
-    svg = render_charts(thin(build_series(timeline, 10.0)))["traffic"]
+    svg = render_charts(build_series(timeline, 10.0))["traffic"]
     assert svg is not None and svg.count('class="dot ') >= 2  # 2xx and 5xx, one point each

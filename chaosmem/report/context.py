@@ -15,7 +15,7 @@ from typing import Any
 
 from chaosmem.report.journal import as_dict, as_list, chaosmem_extension
 from chaosmem.report.redact import redact, unknown_env_values
-from chaosmem.report.series import MAX_BYTES, build_series, thin
+from chaosmem.report.series import MAX_BYTES, build_series
 from chaosmem.report.verdict import SEVERITY, describe_tolerance, failure_message, judge, worst
 from chaosmem.timeline.sources import target_label
 from chaosmem.timestamps import iso_seconds
@@ -299,31 +299,25 @@ def _guard_reason(guard: Mapping[str, Any] | None) -> list[str]:
     return [f"safeguard '{guard['name']}' stopped the run{when}{got}"]
 
 
-def _evidence(timeline: Iterable[Any], zero: float) -> list[dict[str, Any]]:
+def _evidence(items: Iterable[Any], zero: float) -> list[dict[str, Any]]:
     """The pprof captures the ``go`` timeline source kept before an OOM kill (see
     :mod:`chaosmem.gomem.evidence`): when, why, goroutines, top allocation sites, files."""
     rows: list[dict[str, Any]] = []
-    for record in timeline:
-        go = record.get("go") if isinstance(record, Mapping) else None
-        for item in (go.get("evidence") or []) if isinstance(go, Mapping) else []:
-            if not isinstance(item, Mapping):
-                continue
-            at = item.get("t")
-            raw_top = item.get("top")
-            top: list[Any] = raw_top if isinstance(raw_top, list) else []
-            rows.append(
-                {
-                    "offset": round(float(at) - zero, 3) if isinstance(at, int | float) else None,
-                    "reason": str(item.get("reason", "?")),
-                    "goroutines": item.get("goroutines"),
-                    "top": [dict(t) for t in top[:5] if isinstance(t, Mapping)],
-                    "heap_profile": item.get("heap_profile"),
-                    "goroutine_dump": item.get("goroutine_dump"),
-                    "errors": [
-                        str(item[k]) for k in ("heap_error", "goroutine_error") if item.get(k)
-                    ],
-                }
-            )
+    for item in items:
+        at = item.get("t")
+        raw_top = item.get("top")
+        top: list[Any] = raw_top if isinstance(raw_top, list) else []
+        rows.append(
+            {
+                "offset": round(float(at) - zero, 3) if isinstance(at, int | float) else None,
+                "reason": str(item.get("reason", "?")),
+                "goroutines": item.get("goroutines"),
+                "top": [dict(t) for t in top[:5] if isinstance(t, Mapping)],
+                "heap_profile": item.get("heap_profile"),
+                "goroutine_dump": item.get("goroutine_dump"),
+                "errors": [str(item[k]) for k in ("heap_error", "goroutine_error") if item.get(k)],
+            }
+        )
     return rows
 
 
@@ -356,10 +350,21 @@ def experiment_context(
         "rendered, so its value could not be redacted: render reports in the run's environment"
         for name in unknown_env_values(as_dict(journal.get("experiment")), environ)
     ]
-    series = thin(build_series(timeline, zero))
+    series = build_series(timeline, zero)
+    evidence = _evidence(series.pop("evidence"), zero)
     runs = [r for r in as_list(clean.get("run")) if isinstance(r, Mapping)]
     method = [_activity(r, zero) for r in runs]
     events = [_event(m) for m in series["marks"] if m.get("event") not in _ACTIVITY_MARKS]
+    if series["marks_left_out"]:
+        events.append(
+            {
+                "kind": "event",
+                "name": f"… and {series['marks_left_out']} more marks, not listed",
+                "event": None,
+                "offset": None,
+                "detail": f"the first {len(series['marks'])} are; the figures count them all",
+            }
+        )
     timeline_rows = sorted(method + events, key=lambda r: (r["offset"] is None, r["offset"] or 0.0))
     states = as_dict(clean.get("steady_states"))
     hypothesis = experiment.get("steady-state-hypothesis")
@@ -425,7 +430,7 @@ def experiment_context(
         "go_health": _go_health(runs, zero),
         "safeguard": _safeguard(extension, zero),
         "timeline": series,
-        "go_evidence": _evidence(timeline, zero),
+        "go_evidence": evidence,
     }
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import Ledger
-from chaosmem.timeline.recorder import TIMELINE_FILE, read_timeline
+from chaosmem.report.journal import TimelineLines
+from chaosmem.timeline.recorder import TIMELINE_FILE
 
 __all__ = ["CRASH_MARK", "crashed_run_journal", "latest_run"]
 
@@ -58,11 +59,23 @@ def crashed_run_journal(state: Path, run: str | None) -> dict[str, Any]:
     path = _runs(state) / run / TIMELINE_FILE
     if not path.is_file():
         raise InvalidArgument("--run", run, f"a run of {state} (no {path})")
-    timeline = read_timeline(path)
-    start = next((m for m in timeline if m.get("event") == "experiment-start"), None)
-    end = next((m for m in timeline if m.get("event") == "experiment-end"), None)
-    first = float(timeline[0]["t"]) if timeline else path.stat().st_mtime
-    last = float(timeline[-1]["t"]) if timeline else first
+    timeline = TimelineLines(path)
+    start: dict[str, Any] | None = None
+    end: dict[str, Any] | None = None
+    first = last = None
+    # NB: one pass, nothing kept: a long run's timeline is read again, streamed, for the report.
+    for record in timeline:
+        timeline.count += 1
+        t = float(record["t"])
+        first = t if first is None else min(first, t)
+        last = t if last is None else max(last, t)
+        event = record.get("event")
+        if event == "experiment-start" and (start is None or t < float(start["t"])):
+            start = record
+        elif event == "experiment-end" and (end is None or t < float(end["t"])):
+            end = record
+    if first is None or last is None:
+        first = last = path.stat().st_mtime
     title = start.get("title") if start and isinstance(start.get("title"), str) else None
     restored: list[dict[str, Any]] = []
     for entry in Ledger(state).read().entries:
