@@ -103,7 +103,7 @@ def _rollback(args: argparse.Namespace) -> int:
     for step in [] if args.json else steps:
         print(("FAILED " + step.error) if step.error else step.done)
     if args.sweep:
-        from chaosmem.sweep import sweep
+        from chaosmem.leftovers import sweep
 
         found = sweep(directory, root=_sweep_root(args), dry_run=args.dry_run)
         for line in found.ended + found.kept:

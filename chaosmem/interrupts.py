@@ -31,10 +31,11 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import Protocol, TypeVar
 
 __all__ = [
     "Interrupt",
@@ -43,6 +44,7 @@ __all__ = [
     "note_signals",
     "stop_on_signals",
     "take_interrupts",
+    "wait_for_all",
 ]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -134,6 +136,31 @@ def stop_on_signals(stop: Callable[[], object], *, work: str) -> Iterator[None]:
         restore()
     if caught:
         _hand_on(previous.get(caught[0]), caught[0], None)
+
+
+class Joinable(Protocol):
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the work to end; whether it has."""
+        ...
+
+
+W = TypeVar("W", bound=Joinable)
+
+
+def wait_for_all(workers: Sequence[W], *, stop: Callable[[W], object], work: str) -> None:
+    """Block until every one of ``workers`` has ended; a SIGTERM/SIGINT meanwhile stops them
+    all at once (``stop`` each) and is then handed on (see :func:`stop_on_signals`).
+
+    What ``wait: true`` stressors wait with, local or in pods (``work`` names it).
+    """
+    stopping = StopRequest()
+    with stop_on_signals(stopping.set, work=work):
+        for worker in workers:
+            while not worker.join(0.1) and not stopping.requested:
+                pass
+        if stopping.requested:
+            for worker in workers:
+                stop(worker)
 
 
 def _hand_on(handler: Handler, signum: int, frame: FrameType | None) -> None:

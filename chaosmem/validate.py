@@ -19,6 +19,7 @@ __all__ = [
     "check_choice",
     "check_env",
     "check_int",
+    "check_keys",
     "check_mapping",
     "check_name",
     "check_str",
@@ -79,6 +80,18 @@ def check_mapping(value: object, *, name: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidArgument(name, value, "an object (a JSON dictionary)")
     return value
+
+
+def check_keys(value: Mapping[str, Any], allowed: Iterable[str], *, name: str, what: str) -> None:
+    """Refuse a key of ``value`` outside ``allowed``, named ``name.key`` (the first, sorted)."""
+    keys = sorted(set(allowed))
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        raise InvalidArgument(
+            f"{name}.{unknown[0]}",
+            value[unknown[0]],
+            f"no such key for {what} (keys: {', '.join(keys)})",
+        )
 
 
 def check_env(value: object, *, name: str) -> dict[str, str]:

@@ -34,7 +34,7 @@ import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["PrometheusError", "PrometheusHandle", "start", "stop_workdir"]
@@ -61,9 +61,15 @@ class PrometheusHandle:
     url: str
     pid: int
     workdir: Path
+    #: The server's Popen when this process started it: reaped on stop (a dropped Popen of a
+    #: running child is a ResourceWarning, and a zombie once it is ended by pid).
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     def stop(self) -> None:
         _stop(self.pid, self.workdir)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=STOP_GRACE)
 
     def __enter__(self) -> PrometheusHandle:
         return self
@@ -265,7 +271,7 @@ def start(
         finally:
             log.close()
         pidfile.write_text(f"{proc.pid}\n", encoding="utf-8")
-        handle = PrometheusHandle(url=url, pid=proc.pid, workdir=work)
+        handle = PrometheusHandle(url=url, pid=proc.pid, workdir=work, proc=proc)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline and proc.poll() is None:
             if _ready(url, auth_header):

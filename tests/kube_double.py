@@ -746,8 +746,10 @@ class KubeDouble:
         reader = threading.Thread(target=read_frames, daemon=True)
         reader.start()
         code = process.wait()
-        for thread in pumps:
+        for thread, stream in zip(pumps, (process.stdout, process.stderr), strict=True):
             thread.join(5)
+            if stream is not None and not thread.is_alive():
+                stream.close()  # read to its end: closed here, not left to the collector
         if code == 0:
             status({"metadata": {}, "status": "Success"})
         else:

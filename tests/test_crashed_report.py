@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 from chaosmem.targets.cgroup import Cgroup
-from tests.test_experiment import CHAOSMEM, HANG, run_chaos, tight_experiment, wait_for_limit
+from tests.test_experiment import (
+    CHAOSMEM,
+    HANG,
+    run_chaos,
+    sigkill,
+    tight_experiment,
+    wait_for_limit,
+)
 
 
 def _report(*args: str) -> subprocess.CompletedProcess[str]:
@@ -19,14 +26,15 @@ def test_report_of_a_sigkilled_run(tmp_path: Path, cgroup: Cgroup) -> None:
     cgroup.set_memory_limit(256 << 20)
     state = tmp_path / "state"
     proc = run_chaos(tight_experiment(tmp_path, cgroup), tmp_path / "journal.json", state)
-    wait_for_limit(cgroup, 64 << 20, proc)
-    deadline = time.monotonic() + HANG  # a hang guard, not a speed figure
-    tight = f'"limit": {64 << 20}'
-    while tight not in "".join(p.read_text() for p in state.glob("runs/*/timeline.jsonl")):
-        assert time.monotonic() < deadline, "hung: the run never sampled its tightened limit"
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    try:
+        wait_for_limit(cgroup, 64 << 20, proc)
+        deadline = time.monotonic() + HANG  # a hang guard, not a speed figure
+        tight = f'"limit": {64 << 20}'
+        while tight not in "".join(p.read_text() for p in state.glob("runs/*/timeline.jsonl")):
+            assert time.monotonic() < deadline, "hung: the run never sampled its tightened limit"
+            time.sleep(0.05)
+    finally:
+        sigkill(proc)
     assert not (tmp_path / "journal.json").exists()
     [run] = [p.name for p in (state / "runs").iterdir()]
 

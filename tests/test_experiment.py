@@ -125,6 +125,15 @@ def tight_experiment(tmp_path: Path, group: Cgroup) -> Path:
 HANG = 300
 
 
+def sigkill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``chaos run`` (none of its cleanup code runs), reap it and close its pipe."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 def wait_for_limit(group: Cgroup, value: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + HANG
     while group.memory_limit() != value:
@@ -158,9 +167,10 @@ def test_sigkilled_run_is_restored_by_chaosmem_rollback(tmp_path: Path, cgroup: 
     cgroup.set_memory_limit(256 << 20)
     state = tmp_path / "state"
     proc = run_chaos(tight_experiment(tmp_path, cgroup), tmp_path / "journal.json", state)
-    wait_for_limit(cgroup, 64 << 20, proc)
-    proc.kill()
-    proc.wait()
+    try:
+        wait_for_limit(cgroup, 64 << 20, proc)
+    finally:
+        sigkill(proc)
     assert cgroup.memory_limit() == 64 << 20  # nothing ran: the ledger is all that is left
     dry = subprocess.run(
         [CHAOSMEM, "rollback", "--state-dir", str(state), "--dry-run"],

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chaosmem.lifecycle import ProcessesRemain, alive, cmdline, end_processes
+from chaosmem.lifecycle import Children, ProcessesRemain, alive, cmdline, end_processes
 from chaosmem.state import replace_private
 
 #: Counts the SIGTERMs it gets in ``argv[1]``, and exits 0.3 s after the first one.
@@ -35,10 +38,18 @@ time.sleep(60)
 """
 
 
-def _start(code: str, *args: str) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def _started(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """The child once it has said "ready"; afterwards it is gone (killed if the test failed
+    first), reaped, and its pipe closed."""
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return proc
+    with proc:  # closes the pipe and reaps the child
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def _ours(proc: subprocess.Popen[str]) -> list[int]:
@@ -47,17 +58,18 @@ def _ours(proc: subprocess.Popen[str]) -> list[int]:
 
 def test_a_graceful_process_gets_one_sigterm_and_ends_by_itself(tmp_path: Path) -> None:
     count = tmp_path / "terms"
-    proc = _start(GRACEFUL, str(count))
-    assert end_processes(lambda: _ours(proc), grace=5) == [proc.pid]
-    assert proc.returncode == 0  # it finished on its own terms, no SIGKILL
+    with _started(GRACEFUL, str(count)) as proc:
+        assert end_processes(lambda: _ours(proc), grace=5) == [proc.pid]
+        assert proc.returncode == 0  # it finished on its own terms, no SIGKILL
     assert count.read_text() == "1"  # 15 polling rounds, one SIGTERM
 
 
 def test_a_process_ignoring_sigterm_is_killed_after_the_grace() -> None:
-    proc = _start(STUBBORN)
-    started = time.monotonic()
-    assert end_processes(lambda: _ours(proc), grace=0.3) == [proc.pid]
-    assert proc.returncode == -9 and time.monotonic() - started >= 0.3
+    with _started(STUBBORN) as proc:
+        started = time.monotonic()
+        assert end_processes(lambda: _ours(proc), grace=0.3) == [proc.pid]
+        # killed, and not before the grace was over (a lower bound: no noise can break it)
+        assert proc.returncode == -9 and time.monotonic() - started >= 0.3
 
 
 def test_a_foreign_process_is_never_signalled() -> None:
@@ -92,6 +104,33 @@ def test_a_zombie_is_not_alive_and_cannot_be_ended() -> None:
             end_processes(lambda: [zombie.pid], grace=0.05, kill_wait=0.2)
     finally:
         zombie.wait()
+
+
+def test_children_are_reaped_whoever_ended_them() -> None:
+    """A child ended elsewhere (here: a plain kill) is reaped and forgotten; one its owner ended
+    is reaped by ``forget``. Either way no Popen is left unwaited (a zombie, a ResourceWarning)."""
+    children = Children()
+    elsewhere, owned = subprocess.Popen(["sleep", "30"]), subprocess.Popen(["sleep", "30"])
+    children.add("elsewhere", elsewhere)
+    children.add("owned", owned)
+    try:
+        children.reap_ended()
+        assert children.get("elsewhere") is elsewhere  # running: kept
+        os.kill(elsewhere.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120  # a hang guard
+        while children.get("elsewhere") is not None:
+            assert time.monotonic() < deadline, "hung: the killed child was never reaped"
+            children.reap_ended()
+            time.sleep(0.01)
+        assert elsewhere.returncode == -9
+        os.kill(owned.pid, signal.SIGKILL)
+        children.forget("owned", wait=120)
+        assert owned.returncode == -9 and children.get("owned") is None
+    finally:
+        for proc in (elsewhere, owned):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_replace_private_readers_see_whole_files_only(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_fraction_of_usage_when_unlimited(cgroup: Cgroup, state: dict[str, Any])
         assert abs(result["requested"] - usage) < 8 << 20
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # reaps it and closes its pipes
 
 
 def test_below_usage_v1_refuses_and_v2_oom_kills(cgroup: Cgroup, state: dict[str, Any]) -> None:
@@ -110,7 +110,7 @@ def test_below_usage_v1_refuses_and_v2_oom_kills(cgroup: Cgroup, state: dict[str
             assert cgroup.memory_limit() == 512 << 20
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # reaps it and closes its pipes
 
 
 def test_peak_is_what_the_group_was_charged_at_most(cgroup: Cgroup) -> None:

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Ledger, parse_ledger
+from chaosmem.leftovers import sweep
 from chaosmem.local.actions import start_service, stop_service
 from chaosmem.state import state_dir
-from chaosmem.sweep import sweep
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.timeline import Recorder
 from chaosmem.traffic.probes import replay_summary, status_ratio

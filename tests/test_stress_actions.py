@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,7 @@ def test_a_pool_thread_ending_does_not_end_the_stressor(
 
 CHILD = """
 import json, sys, time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from chaosmem.stress.actions import inject_allocation_stress
 target = json.loads(sys.argv[1])
@@ -206,43 +209,46 @@ if sys.argv[2] != "detach":
 """
 
 
-def start_child(group: Cgroup, mode: str) -> tuple[subprocess.Popen[bytes], list[int]]:
+@contextlib.contextmanager
+def child_with_stressor(
+    group: Cgroup, mode: str
+) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
+    """The child and its stressor's pids; afterwards the child is gone (killed if it still
+    runs), reaped, and its pipe closed."""
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(CHILD), json.dumps(target_of(group)), mode],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        proc.wait()
-        pytest.fail("the child did not start a stressor")
-    return proc, json.loads(line)
+    with proc:  # closes the pipe and reaps the child
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                pytest.fail("the child did not start a stressor")
+            yield proc, json.loads(line)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 @pytest.mark.kernel
 def test_sigkill_of_the_starting_process_leaves_no_stressor(
     cgroup: Cgroup, state: dict[str, Any]
 ) -> None:
-    proc, pids = start_child(cgroup, "attached")
-    try:
+    with child_with_stressor(cgroup, "attached") as (proc, pids):
         assert cgroup.pids() == pids
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         wait_for(
             lambda: not cgroup.pids(), "the orphaned stressor ending after its parent's SIGKILL"
         )
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_chaosmem_rollback_stops_a_detached_stressor(cgroup: Cgroup, state: dict[str, Any]) -> None:
-    proc, pids = start_child(cgroup, "detach")
-    assert proc.wait(HANG) == 0
+    with child_with_stressor(cgroup, "detach") as (proc, pids):
+        assert proc.wait(HANG) == 0
     assert cgroup.pids() == pids  # it outlived the process that started it, as asked
     rollback = subprocess.run(
         [sys.executable, "-m", "chaosmem.cli", "rollback", "--state-dir", state["chaosmem_state_dir"]],

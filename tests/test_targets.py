@@ -139,7 +139,7 @@ def test_spawned_process_is_charged_to_the_cgroup_from_its_first_byte(cgroup: Cg
         assert cgroup.stat()["rss" if cgroup.version == 1 else "anon"] >= 40 << 20
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # reaps it and closes its pipes
 
 
 @pytest.fixture
@@ -185,3 +185,25 @@ def test_a_child_through_a_second_mount_is_still_a_target(
     assert cgroup.memory_limit() == 64 << 20  # one cgroup, two paths
     restore_memory_limit(configuration=state)
     assert cgroup.memory_limit() is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "argument", "keys"),
+    [
+        ({"type": "cgroup", "path": "/x", "limit": 1}, "target.limit", "path, type"),
+        ({"type": "service", "name": "a", "nmae": "b"}, "target.nmae", "name, type"),
+        (
+            {"type": "pod", "namespace": "shop", "name": "a", "contianer": "c"},
+            "target.contianer",
+            "container, label_selector, mode, name, namespace, percent, qty, type",
+        ),
+    ],
+)
+def test_an_unknown_target_key_is_named_with_the_keys_there_are(
+    spec: dict[str, object], argument: str, keys: str
+) -> None:
+    """Refused before anything is looked up (no cgroup, no API call), local or Kubernetes."""
+    with pytest.raises(InvalidArgument) as refused:
+        resolve_target(spec, None)
+    assert refused.value.name == argument
+    assert refused.value.expected == f"no such key for a {spec['type']} target (keys: {keys})"

@@ -152,20 +152,21 @@ def test_worker_dies_with_its_parent(tmp_path: Path, config: dict[str, Any]) -> 
             cwd=Path(__file__).resolve().parents[1],
         )
         worker, replay_id = 0, ""
-        try:
-            assert parent.stdout is not None
-            pid, replay_id = parent.stdout.readline().decode().split()
-            worker = int(pid)
-            assert _alive(worker)
-            parent.kill()  # SIGKILL: no cleanup code of the parent runs
-            parent.wait(10)
-            assert _wait(lambda: not _alive(worker)), "the worker outlived its parent"
-        finally:
-            if parent.poll() is None:
-                parent.kill()
+        with parent:  # closes the pipe and reaps the parent (ended below, whatever happens)
+            try:
+                assert parent.stdout is not None
+                pid, replay_id = parent.stdout.readline().decode().split()
+                worker = int(pid)
+                assert _alive(worker)
+                parent.kill()  # SIGKILL: no cleanup code of the parent runs
                 parent.wait(10)
-            if worker and _alive(worker):
-                os.kill(worker, signal.SIGKILL)
+                assert _wait(lambda: not _alive(worker)), "the worker outlived its parent"
+            finally:
+                if parent.poll() is None:
+                    parent.kill()
+                    parent.wait(10)
+                if worker and _alive(worker):
+                    os.kill(worker, signal.SIGKILL)
     # Another process's replay: this one names it (probes never fall back to the latest).
     summary = replay_summary(replay_id=replay_id, configuration=config)
     assert summary["state"] == "stopped"  # it got SIGTERM and still wrote its summary

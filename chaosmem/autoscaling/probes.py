@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets
@@ -10,6 +9,7 @@ from chaoslib.types import Configuration, Secrets
 from chaosmem.errors import InvalidArgument
 from chaosmem.ledger import Ledger, current_run
 from chaosmem.state import state_dir
+from chaosmem.timestamps import parse_iso
 from chaosmem.units import parse_duration
 from chaosmem.validate import check_choice, check_str
 
@@ -33,11 +33,8 @@ def _since(since: object, configuration: Configuration) -> float:
         return min(e.at for e in entries)
     if isinstance(since, int | float) and not isinstance(since, bool) and 0 < since < 1e11:
         return float(since)
-    if isinstance(since, str) and len(since) <= 64:
-        try:
-            return datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
+    if (moment := parse_iso(since)) is not None:
+        return moment.timestamp()
     raise InvalidArgument(
         "since", since, "unix seconds or an ISO 8601 time such as '2026-01-02T03:04:05Z'"
     )

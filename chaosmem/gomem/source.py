@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from chaosmem.errors import InvalidArgument
 from chaosmem.gomem.evidence import capture
 from chaosmem.gomem.gctrace import parse_gctrace
-from chaosmem.gomem.memstats import GoMemError, fetch_memstats
+from chaosmem.gomem.memstats import FIELDS, GoMemError, fetch_memstats
 from chaosmem.targets import MemoryTarget, resolve_target, target_spec
 from chaosmem.targets.workingset import memory_breakdown
 from chaosmem.timeline.sources import SourceSetup, register_source
@@ -38,18 +38,8 @@ from chaosmem.validate import check_mapping, check_url
 
 __all__ = ["GoSource", "GoWatch", "parse_go_argument"]
 
-KEYS = (
-    "HeapInuse",
-    "HeapIdle",
-    "HeapReleased",
-    "HeapSys",
-    "HeapAlloc",
-    "Sys",
-    "NextGC",
-    "StackInuse",
-    "Goroutines",
-    "NumGC",
-)
+#: What each sample keeps of a snapshot: the fields every snapshot carries, and two counters.
+KEYS = (*FIELDS, "Goroutines", "NumGC")
 MAX_LOG_READ = 1 << 20
 
 

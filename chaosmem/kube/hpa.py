@@ -8,26 +8,16 @@ Times come from the cluster's own records, not from when we happened to look: th
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
 from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.kube.client import Api, NotFound
+from chaosmem.timestamps import iso_seconds
 
 __all__ = ["reaction_time", "read_replicas", "scaled_at"]
 
 _POLL = 1.0
-
-
-def parse_time(text: object) -> float | None:
-    """An RFC 3339 timestamp from the API as unix seconds, or None."""
-    if not isinstance(text, str) or len(text) > 64:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def read_hpa(api: Api, namespace: str, name: str) -> dict[str, Any]:
@@ -48,10 +38,10 @@ def read_hpa(api: Api, namespace: str, name: str) -> dict[str, Any]:
 def scaled_at(hpa: dict[str, Any], since: float) -> float | None:
     """When the HPA last rescaled, if at or after ``since``."""
     status = hpa.get("status") or {}
-    times = [parse_time(status.get("lastScaleTime"))]
+    times = [iso_seconds(status.get("lastScaleTime"))]
     for condition in status.get("conditions") or []:
         if condition.get("type") == "AbleToScale" and condition.get("reason") == "SucceededRescale":
-            times.append(parse_time(condition.get("lastTransitionTime")))
+            times.append(iso_seconds(condition.get("lastTransitionTime")))
     found = [t for t in times if t is not None and t >= since]
     return max(found) if found else None
 
@@ -87,7 +77,7 @@ def _ready_times(pods: list[dict[str, Any]]) -> list[float]:
             continue
         for condition in (pod.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "Ready" and condition.get("status") == "True":
-                at = parse_time(condition.get("lastTransitionTime"))
+                at = iso_seconds(condition.get("lastTransitionTime"))
                 if at is not None:
                     times.append(at)
     return sorted(times)

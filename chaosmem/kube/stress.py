@@ -32,7 +32,7 @@ from kubernetes.stream import stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, WSClient
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.interrupts import StopRequest, stop_on_signals
+from chaosmem.interrupts import wait_for_all
 from chaosmem.kube.client import Api, connect
 from chaosmem.ledger import Entry, Ledger, current_run, register_undo
 from chaosmem.stress import engine
@@ -275,19 +275,14 @@ def _last_status(text: str) -> dict[str, Any] | None:
 def _argv(stressor_id: str, request: StressRequest, deadline: float | None) -> list[str]:
     spec = request.engine_specs()[0]
     meta = {"run": current_run(), "pod": True}
-    return [
-        "python3", "-I", "-S", "-c", BOOTSTRAP, MARK, str(len(ENGINE_SOURCE)),
-        "--id", stressor_id,
-        "--size", str(spec.size),
-        "--rate", repr(spec.rate or 0.0),
-        "--fragmentation", repr(spec.fragmentation),
-        "--hold", repr(-1.0 if spec.hold is None else spec.hold),
-        "--release", spec.release,
-        "--deadline", repr(0.0 if deadline is None else max(deadline, 0.1)),
-        "--status", f"/tmp/chaosmem-stress-{stressor_id}.json",
-        "--parent-fd", "-1" if request.detach else "0",
-        "--meta", json.dumps(meta, sort_keys=True),
-    ]  # fmt: skip
+    options = spec.engine_options(
+        stressor_id=stressor_id,
+        status=f"/tmp/chaosmem-stress-{stressor_id}.json",
+        parent_fd=-1 if request.detach else 0,
+        deadline=deadline,
+        meta=meta,
+    )
+    return ["python3", "-I", "-S", "-c", BOOTSTRAP, MARK, str(len(ENGINE_SOURCE)), *options]
 
 
 _LIVE: dict[str, PodStressor] = {}
@@ -337,7 +332,11 @@ def inject_in_pods(target: Any, request: StressRequest, *, directory: Path) -> d
             _LIVE[stressor_id] = stressor
             stressors.append(stressor)
         if request.wait:
-            _wait(stressors)
+            wait_for_all(
+                stressors,
+                stop=lambda s: _stop_one(s.api, s.entry.undo, grace=1.0),
+                work="inject_allocation_stress",
+            )
     except BaseException:
         for stressor in stressors:
             _stop_one(stressor.api, stressor.entry.undo, grace=1.0)
@@ -347,30 +346,11 @@ def inject_in_pods(target: Any, request: StressRequest, *, directory: Path) -> d
         "target": target.spec,
         "stressors": results,
         "pods": [r["pod"] for r in results],
-        "plan": {
-            "size": request.size,
-            "growth_rate": request.rate,
-            "ramp_seconds": round(spec.ramp_seconds, 3),
-            "hold": spec.hold,
-            "release": request.release,
-        },
+        "plan": request.plan(),
         "oom_killed": any(r["oom_killed"] for r in results),
         "summary": f"{len(results)} in-pod stressor(s) of {format_size(request.size)} in "
         f"{target.describe()}: " + ", ".join(r["outcome"] for r in results),
     }
-
-
-def _wait(stressors: list[PodStressor]) -> None:
-    """Until every in-pod stressor has ended; SIGTERM/SIGINT stop them at once and are then
-    handed on (see :mod:`chaosmem.interrupts`)."""
-    stopping = StopRequest()
-    with stop_on_signals(stopping.set, work="inject_allocation_stress"):
-        for stressor in stressors:
-            while not stressor.join(0.1) and not stopping.requested:
-                pass
-        if stopping.requested:
-            for stressor in stressors:
-                _stop_one(stressor.api, stressor.entry.undo, grace=1.0)
 
 
 def _stop_one(api: Api, undo: Mapping[str, Any], *, grace: float) -> list[int]:

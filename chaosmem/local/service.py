@@ -20,6 +20,7 @@ from typing import Any
 from chaosmem.errors import ChaosmemError
 from chaosmem.interrupts import StopRequest, stop_on_signals
 from chaosmem.ledger import Entry, Ledger, register_undo
+from chaosmem.lifecycle import Children
 from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.targets.cgroup import Cgroup
 from chaosmem.targets.local import SERVICE_KIND
@@ -31,6 +32,9 @@ from chaosmem.units import format_size
 SERVICE_PREFIX = "chaosmem-"
 
 __all__ = ["ServiceSpec", "start", "stop"]
+
+#: The services this process started, by cgroup path (see :class:`Children`).
+_children = Children()
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ def start(
                 stderr=out,
                 new_session=True,
             )
+        _children.add(str(path), process)
         replace_private(pidfile, f"{process.pid}\n")
         waited = 0.0
         if spec.ready_url:
@@ -207,6 +212,7 @@ def _remove(entry: Entry, *, grace: float = 5.0) -> list[int]:
             f"chaosmem creates ({SERVICE_PREFIX}NAME); refused, nothing ended"
         )
     ended = Cgroup.at(path).remove(grace=grace) if path.is_dir() else []
+    _children.forget(str(path), wait=1.0)  # ended with its cgroup
     if entry.undo.get("subtree"):
         release(Path(entry.undo["subtree"]))
     return ended

@@ -12,7 +12,6 @@ refused for that reason).
 from __future__ import annotations
 
 import ast
-import datetime as dt
 import json
 import math
 import re
@@ -28,6 +27,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
+from chaosmem.timestamps import parse_iso
 from chaosmem.validate import check_url
 
 __all__ = [
@@ -153,10 +153,9 @@ def _when(value: object) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and len(value) <= 64:
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidArgument("when", value, expected) from None
+        parsed = parse_iso(value)
+        if parsed is None:
+            raise InvalidArgument("when", value, expected)
         if parsed.tzinfo is None:
             raise InvalidArgument("when", value, expected + " (with a zone)")
         seconds = parsed.timestamp()

@@ -18,6 +18,7 @@ from chaosmem.report.redact import redact, unknown_env_values
 from chaosmem.report.series import MAX_BYTES, build_series
 from chaosmem.report.verdict import SEVERITY, describe_tolerance, failure_message, judge, worst
 from chaosmem.timeline.sources import target_label
+from chaosmem.timestamps import iso_seconds
 from chaosmem.units import format_size
 
 __all__ = ["experiment_context", "report_context"]
@@ -29,18 +30,6 @@ SUMMARY = 120
 _ACTIVITY_MARKS = {"activity-start", "activity-end"}
 #: Keys of an output that say what it means, shown first and alone (the rest is folded).
 _HEADLINE_KEYS = ("verdict", "summary")
-
-
-def _time(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:  # chaoslib before 1.20 wrote naive UTC times
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -104,7 +93,7 @@ def _headline(output: Any) -> str | None:
 def _activity(run: Mapping[str, Any], zero: float) -> dict[str, Any]:
     activity = as_dict(run.get("activity"))
     provider = as_dict(activity.get("provider"))
-    start = _time(run.get("start"))
+    start = iso_seconds(run.get("start"))
     output = run.get("output")
     text = _output(output)
     summary = _headline(output)
@@ -158,23 +147,17 @@ def _event(mark: Mapping[str, Any]) -> dict[str, Any]:
         if "count" in fields:
             fields["kills so far"] = fields.pop("count")
         what = f"the kernel OOM-killed {victim}" + (f" in {target}" if target else "")
-        detail = "; ".join(
-            [
-                *facts,
-                *(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in fields.items()),
-            ]
-        )
-        return {
-            "kind": "event",
-            "name": what,
-            "event": mark.get("event"),
-            "offset": mark.get("x"),
-            "detail": detail,
-        }
+        separator = "; "
     else:
-        what = str(mark.get("event"))
-    detail = ", ".join(
-        f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in fields.items()
+        what, facts, separator = str(mark.get("event")), [], ", "
+    detail = separator.join(
+        [
+            *facts,
+            *(
+                f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}"
+                for k, v in fields.items()
+            ),
+        ]
     )
     return {
         "kind": "event",
@@ -280,7 +263,7 @@ def _go_health(runs: Iterable[Mapping[str, Any]], zero: float) -> list[dict[str,
         output = r.get("output")
         if provider.get("func") != "memory_health" or not isinstance(output, Mapping):
             continue
-        start = _time(r.get("start"))
+        start = iso_seconds(r.get("start"))
         rows.append(
             {
                 "probe": str(as_dict(r.get("activity")).get("name", "?")),
@@ -350,7 +333,7 @@ def experiment_context(
     experiment: dict[str, Any] = clean["experiment"]
     extension = chaosmem_extension(clean)
     timeline = extension["timeline"]
-    start, end = _time(clean.get("start")), _time(clean.get("end"))
+    start, end = iso_seconds(clean.get("start")), iso_seconds(clean.get("end"))
     first = next(
         (
             float(r["t"])

@@ -23,24 +23,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
+
+from chaosmem.timestamps import iso_seconds
 
 __all__ = ["holding_exits", "tripped"]
 
 logger = logging.getLogger("chaostoolkit")
 _SAFEGUARDS = "chaosaddons.controls.safeguards"
 _SYNC = "chaosaddons.controls.synchronization"
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def tripped() -> dict[str, Any] | None:
@@ -54,7 +45,7 @@ def tripped() -> dict[str, Any] | None:
     return {
         "name": str(guardian.triggered_by),
         # NB: the probe's end is when the line was seen crossed; the addons log no other time.
-        "at": _timestamp(run.get("end")) if isinstance(run, dict) else None,
+        "at": iso_seconds(run.get("end")) if isinstance(run, dict) else None,
         "output": output if isinstance(output, int | float | str | bool | None) else str(output),
     }
 

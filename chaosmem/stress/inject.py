@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmem.errors import ChaosmemError, InvalidArgument
-from chaosmem.interrupts import StopRequest, stop_on_signals
+from chaosmem.interrupts import wait_for_all
 from chaosmem.ledger import Ledger, current_run
 from chaosmem.stress.engine import PAGE, plan_blocks
 from chaosmem.stress.status import status_path
@@ -44,6 +44,18 @@ class StressRequest:
     wait: bool
     respawn: bool
     detach: bool
+
+    def plan(self) -> dict[str, Any]:
+        """The plan as every result reports it, local or in pods: what was asked, and the ramp
+        and hold the engines were given."""
+        spec = self.engine_specs()[0]
+        return {
+            "size": self.size,
+            "growth_rate": self.rate,
+            "ramp_seconds": round(spec.ramp_seconds, 3),
+            "hold": spec.hold,
+            "release": self.release,
+        }
 
     def engine_specs(self) -> list[EngineSpec]:
         base, extra = divmod(-(-self.size // PAGE), self.workers)  # pages per worker
@@ -147,25 +159,12 @@ def inject(target: Cgroup, request: StressRequest, *, directory: Path) -> dict[s
             supervisor.start()
             supervisors.append(supervisor)
         if request.wait:
-            _wait(supervisors)
+            wait_for_all(supervisors, stop=Supervisor.stop, work="inject_allocation_stress")
     except BaseException:
         for supervisor in supervisors:
             supervisor.stop()
         raise
     return _report(target, request, specs, supervisors, kills_before)
-
-
-def _wait(supervisors: list[Supervisor]) -> None:
-    """Until every stressor has ended; SIGTERM/SIGINT stop them at once and are then handed on
-    (see :mod:`chaosmem.interrupts`)."""
-    stopping = StopRequest()
-    with stop_on_signals(stopping.set, work="inject_allocation_stress"):
-        for supervisor in supervisors:
-            while not supervisor.join(0.1) and not stopping.requested:
-                pass
-        if stopping.requested:
-            for supervisor in supervisors:
-                supervisor.stop()
 
 
 def _report(
@@ -185,11 +184,7 @@ def _report(
         "stressors": results,
         "pids": [pid for r in results for pid in r["pids"]],
         "plan": {
-            "size": request.size,
-            "growth_rate": request.rate,
-            "ramp_seconds": round(spec.ramp_seconds, 3),
-            "hold": spec.hold,
-            "release": request.release,
+            **request.plan(),
             "workers": request.workers,
             "blocks": [_plan(s) for s in specs],
         },

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from chaosmem.errors import ChaosmemError
@@ -82,8 +82,27 @@ class EngineSpec:
         deadline: float | None,
         meta: dict[str, Any],
     ) -> list[str]:
+        """The engine's command line here: this interpreter, isolated, on the engine's file."""
+        options = self.engine_options(
+            stressor_id=stressor_id,
+            status=status,
+            parent_fd=parent_fd,
+            deadline=deadline,
+            meta=meta,
+        )
+        return [sys.executable, "-I", "-S", ENGINE_PATH, *options]
+
+    def engine_options(
+        self,
+        *,
+        stressor_id: str,
+        status: str | PurePath,
+        parent_fd: int,
+        deadline: float | None,
+        meta: dict[str, Any],
+    ) -> list[str]:
+        """The engine's options, wherever it runs (here, or in a pod: :mod:`chaosmem.kube.stress`)."""
         return [
-            sys.executable, "-I", "-S", ENGINE_PATH,
             "--id", stressor_id,
             "--size", str(self.size),
             "--rate", repr(self.rate or 0.0),

@@ -44,7 +44,7 @@ from chaosmem.ledger import Entry, current_run, register_undo
 from chaosmem.targets import LimitChange, LimitRefused
 from chaosmem.targets.oomwatch import OomEvent
 from chaosmem.units import parse_size
-from chaosmem.validate import check_choice, check_int, check_str
+from chaosmem.validate import check_choice, check_int, check_keys, check_str
 
 __all__ = ["LIMIT_KIND", "KubeTarget", "resolve_kube"]
 
@@ -66,14 +66,7 @@ _MAX_SELECTOR = 4096
 def _check_spec(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The normalised spec, or an :class:`InvalidArgument` naming the key at fault."""
     kind = spec["type"]
-    allowed = _KEYS[kind] | {"type"}
-    unknown = sorted(set(spec) - allowed)
-    if unknown:
-        raise InvalidArgument(
-            f"{name}.{unknown[0]}",
-            spec[unknown[0]],
-            f"no such key for a {kind} target (keys: {', '.join(sorted(allowed))})",
-        )
+    check_keys(spec, _KEYS[kind] | {"type"}, name=name, what=f"a {kind} target")
     out: dict[str, Any] = {"type": kind}
     out["namespace"] = check_str(spec.get("namespace", "default"), name=f"{name}.namespace")
     if kind == "deployment" or "name" in spec:

@@ -11,7 +11,7 @@ from chaosmem.errors import ChaosmemError, InvalidArgument
 from chaosmem.ledger import Ledger
 from chaosmem.state import state_dir
 from chaosmem.targets.cgroup import Cgroup
-from chaosmem.validate import check_int, check_name, check_str
+from chaosmem.validate import check_int, check_keys, check_name, check_str
 
 __all__ = ["SERVICE_KIND", "find_service", "resolve_local"]
 
@@ -20,14 +20,8 @@ _KEYS = {"cgroup": {"path"}, "process": {"pid", "pidfile"}, "service": {"name"}}
 
 
 def _check_keys(spec: Mapping[str, Any], name: str) -> None:
-    allowed = _KEYS[spec["type"]] | {"type"}
-    unknown = sorted(set(spec) - allowed)
-    if unknown:
-        raise InvalidArgument(
-            f"{name}.{unknown[0]}",
-            spec[unknown[0]],
-            f"no such key for a {spec['type']} target (keys: {', '.join(sorted(allowed))})",
-        )
+    kind = spec["type"]
+    check_keys(spec, _KEYS[kind] | {"type"}, name=name, what=f"a {kind} target")
 
 
 def find_service(service: str, configuration: Mapping[str, Any] | None) -> Path | None:

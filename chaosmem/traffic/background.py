@@ -40,10 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.ledger import Entry, Ledger, register_undo
-from chaosmem.lifecycle import alive, end_processes
+from chaosmem.lifecycle import Children, alive, child_env, end_processes
 from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir, replace_private
 from chaosmem.traffic.compile import compile_capture
@@ -71,7 +70,7 @@ JOB_GRACE = 40.0
 #: The most a ledger entry may ask to wait for a worker to stop (seconds).
 MAX_GRACE = 300.0
 
-_children: dict[str, subprocess.Popen[bytes]] = {}
+_children = Children()
 # NB: PR_SET_PDEATHSIG fires when the parent *thread* exits, not the process. chaos run may
 # call activities from short-lived threads (background activities), so workers are spawned
 # from this one long-lived thread, which ends only with the interpreter.
@@ -80,17 +79,13 @@ _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaosmem-replay
 
 def _spawn(out: Path, secrets: dict[str, Any]) -> subprocess.Popen[bytes]:
     """The worker for ``out``; ``secrets`` (what must not be on disk) goes down its stdin."""
-    env = dict(os.environ)
-    # The worker imports the same chaosmem as we do, installed or from a source tree.
-    source = str(Path(chaosmem.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
     with open_private(out / "worker.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, str(out), str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=log,
-            env=env,
+            env=child_env(),
             start_new_session=True,  # a Ctrl-C meant for chaos run reaches us, not the worker
         )
     # NB: header values and URL passwords reach the worker through this pipe, never a file.
@@ -153,7 +148,7 @@ def start_background(
         for made in entries:
             ledger.close(made, "not-applied")
         raise ChaosmemError(f"could not start the replay worker: {exc}") from None
-    _children[rid] = proc
+    _children.add(rid, proc)
     replace_private(out / "worker.pid", f"{proc.pid}\n")
     deadline = time.monotonic() + (START_TIMEOUT if job is None else JOB_START_TIMEOUT)
     while not (out / "summary.json").exists():
@@ -210,13 +205,13 @@ def stop_replay(state: Path, replay_id: str, *, grace: float = 5.0) -> str:
     """
     pid = worker_pid(state, replay_id)
     if pid is None:
-        _children.pop(replay_id, None)
+        _children.forget(replay_id)
         return f"replay {replay_id} had already ended"
     started = time.monotonic()
     end_processes(lambda: [pid] if worker_pid(state, replay_id) == pid else [], grace=grace)
     killed = time.monotonic() - started > grace
     how = f"killed (it did not stop within {grace:g}s)" if killed else "stopped"
-    _children.pop(replay_id, None)
+    _children.forget(replay_id, wait=1.0)
     return f"replay {replay_id} (pid {pid}) {how}"
 
 

@@ -538,12 +538,19 @@ _READERS = {"gor": read_gor, "har": read_har, "jsonl": read_jsonl}
 
 
 def _open(path: str) -> IO[bytes]:
+    """The file's bytes, gunzipped when it is gzip; the caller closes what it gets."""
     raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    if raw.read(2) == b"\x1f\x8b":
+    try:
+        gzipped = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    raw.seek(0)
-    return raw
+    except BaseException:
+        raw.close()
+        raise
+    if not gzipped:
+        return raw
+    # NB: a GzipFile never closes a ``fileobj`` it was given; opened by name it owns the file.
+    raw.close()
+    return gzip.GzipFile(path, mode="rb")  # type: ignore[return-value]
 
 
 def detect_format(path: str) -> str:

@@ -39,10 +39,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-import chaosmem
 from chaosmem.errors import ChaosmemError
 from chaosmem.interrupts import StopRequest, stop_on_signals
-from chaosmem.lifecycle import alive, end_processes
+from chaosmem.lifecycle import alive, child_env, end_processes
 from chaosmem.state import open_private
 from chaosmem.traffic.compile import Compiled
 from chaosmem.traffic.options import ReplayOptions
@@ -150,16 +149,13 @@ class ShardMerger:
 
 
 def _spawn(directory: Path, secrets: dict[str, Any]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    source = str(Path(chaosmem.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
     with open_private(directory / "worker.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", SHARD_MODULE, str(directory), str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
-            env=env,
+            env=child_env(),
             # NB: a Ctrl-C meant for us is passed on as SIGTERM, once, by us
             start_new_session=True,
         )
