@@ -129,7 +129,9 @@ def test_pod_figures_merge_live_while_the_job_runs(
     # latency percentiles too, from the pods' per-second latency buckets
     assert all(p50 is not None and p50 > 0 for *_, p50 in samples), samples
     assert len({s[1] for s in samples}) >= 3, samples  # seconds.jsonl grew while it ran
-    assert all(0 < s[2] < 1 for s in samples), samples
+    # the 503 share so far: one in four overall, though the first second's few answers may hold
+    # none of them (seen under load), so only "some" is asked of the early samples
+    assert all(0 <= s[2] < 1 for s in samples) and any(s[2] > 0 for s in samples), samples
     # at the end: exactly what the server received, second by second and in the summary
     summary = result
     assert summary["state"] == "done", summary.get("error")
