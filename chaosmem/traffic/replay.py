@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import ssl
@@ -190,14 +191,25 @@ class _Conn:
 class _Second:
     """Counters for one elapsed second of the replay (a line of ``seconds.jsonl``)."""
 
-    __slots__ = ("codes", "completed", "lag", "latency", "sent")
+    __slots__ = ("codes", "completed", "lag", "latency", "sent", "statuses")
 
     def __init__(self) -> None:
         self.sent = 0
         self.completed = 0
+        #: answers by HTTP status, indexed by the status (a list: counted once per response)
+        self.statuses = [0] * 1000
+        #: error codes (negative), and any status the list cannot hold
         self.codes: dict[int, int] = {}
         self.lag = Histogram()
         self.latency = Histogram()
+
+    def all_codes(self) -> dict[int, int]:
+        """Every status and error code counted this second, with its count."""
+        counts = dict(self.codes)
+        statuses = self.statuses
+        for code in itertools.compress(range(len(statuses)), statuses):
+            counts[code] = counts.get(code, 0) + statuses[code]
+        return counts
 
 
 class Replayer:
@@ -496,8 +508,10 @@ class Replayer:
         if item[3]:
             self._release(item[3])
         second.completed += 1
-        codes = second.codes
-        codes[status] = codes.get(status, 0) + 1
+        if 0 <= status < 1000:
+            second.statuses[status] += 1
+        else:
+            second.codes[status] = second.codes.get(status, 0) + 1
         self._inflight -= 1
         conn.reused = True
         if keep_alive and not self._stopping:
@@ -588,7 +602,7 @@ class Replayer:
         self._ticker = self._loop.call_later(max(delay, 0.0), self._tick)
 
     def _flush_second(self, *, partial: bool) -> None:
-        if partial and not self._second.sent and not self._second.codes and not self._buf:
+        if partial and not self._second.sent and not self._second.all_codes() and not self._buf:
             self._write_summary()
             return
         second, self._second = self._second, _Second()
@@ -598,7 +612,7 @@ class Replayer:
         errors: dict[str, int] = {}
         self._lag.merge(second.lag)
         self._latency.merge(second.latency)
-        for code, n in second.codes.items():
+        for code, n in second.all_codes().items():
             self._total_codes[code] = self._total_codes.get(code, 0) + n
             if code > 0:
                 status[str(code)] = n
@@ -651,7 +665,7 @@ class Replayer:
         end = getattr(self, "_ended", None) or _now()
         duration = max(end - self._t0, 1e-9) if hasattr(self, "_t0") else 0.0
         codes = dict(self._total_codes)
-        for code, n in self._second.codes.items():  # the current, unflushed second
+        for code, n in self._second.all_codes().items():  # the current, unflushed second
             codes[code] = codes.get(code, 0) + n
         status = {str(c): n for c, n in sorted(codes.items()) if c > 0}
         errors = {name: codes.get(code, 0) for name, code in ERROR_CODES.items()}
