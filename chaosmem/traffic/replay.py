@@ -87,6 +87,8 @@ _ERROR_NAME: Final = {code: name for name, code in ERROR_CODES.items()}
 
 _now: Final = time.perf_counter
 _TABLE: Final = len(_BUCKET_OF)
+#: connections are opened before the clock for the requests due in its first this many seconds
+WARM_WINDOW: Final = 0.005
 #: which engine this is: these lines compiled by mypyc (chaosmem.traffic.native), or interpreted
 ENGINE = "interpreted" if __file__.endswith(".py") else "compiled"
 
@@ -254,6 +256,8 @@ class Replayer:
         self._inflight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        #: the schedule's clock has started (connections may open before it, see _warm)
+        self._clock = False
         self._state = "running"
         self._error: str | None = None
         self._finished: asyncio.Future[None] | None = None
@@ -281,6 +285,50 @@ class Replayer:
             )
             self._files["requests"] = open_private(self.out_dir / "requests.bin", "ab")
         self._cpu0 = time.process_time()
+        self.started_at, self._t0 = time.time(), _now()  # until the clock starts, after warming
+        try:
+            await self._warm()
+            if not self._finished.done():  # NB: stopped while warming: nothing to start
+                self._write_summary()  # NB: before the clock: it takes a while
+                self._start_clock()
+                self._pump()
+            await self._finished
+        except asyncio.CancelledError:
+            # Ctrl-C in a foreground replay: account for what was in flight, then let it unwind.
+            self.stop()
+            raise
+        finally:
+            self._close_all()
+        return self.summary()
+
+    async def _warm(self) -> None:
+        """Open, before the clock starts, the connections the schedule's first moments need.
+
+        Why: at a high rate the first few milliseconds are due at once, and without open
+        connections they all wait for handshakes, which shows as schedule lag that says nothing
+        about the target (wrk too connects before it counts). As many connections as requests
+        are due in the first :data:`WARM_WINDOW` seconds, up to ``concurrency``; one that fails
+        is only dropped (the request that dials again reports the error).
+        """
+        head: list[Item] = []
+        try:
+            for item in itertools.islice(self._items, self.options.concurrency):
+                head.append(item)
+                if item[0] >= WARM_WINDOW:
+                    break
+        except Exception as exc:
+            self._exhausted = True
+            self._state = "failed"
+            self._error = f"reading the schedule failed: {type(exc).__name__}: {exc}"
+        self._items = itertools.chain(head, self._items)
+        wanted = sum(1 for item in head if item[0] < WARM_WINDOW)
+        dials = [dial for dial in (self._dial().dial for _ in range(wanted)) if dial is not None]
+        if dials:
+            _done, late = await asyncio.wait(dials, timeout=min(self.timeout, 5.0))
+            for dial in late:
+                dial.cancel()
+
+    def _start_clock(self) -> None:
         wall, now = time.time(), _now()
         if self.start_at is None:
             self.started_at, self._t0 = wall, now
@@ -296,17 +344,7 @@ class Replayer:
             # The replay's own hard end: in-flight requests have had their timeout by then.
             hard = self._t0 + duration + self.timeout + 1.0 - now
             self._hard = self._loop.call_later(max(hard, 0.0), self.stop)
-        self._write_summary()
-        try:
-            self._pump()
-            await self._finished
-        except asyncio.CancelledError:
-            # Ctrl-C in a foreground replay: account for what was in flight, then let it unwind.
-            self.stop()
-            raise
-        finally:
-            self._close_all()
-        return self.summary()
+        self._clock = True
 
     def stop(self) -> None:
         """Stop sending, cancel what is in flight, and finish (idempotent, loop thread only)."""
@@ -336,7 +374,7 @@ class Replayer:
         return None
 
     def _pump(self) -> None:
-        if self._stopping:
+        if self._stopping or not self._clock:
             return
         now = _now()
         idle = self._idle
@@ -453,6 +491,8 @@ class Replayer:
             self._conn_failed(conn, _OTHER)
         else:
             conn.dial = None
+            if conn.item is None and not conn.dead and not self._stopping:
+                self._idle.append(conn)  # opened ahead of its first request (see _warm)
 
     def _conn_failed(self, conn: _Conn, code: int) -> None:
         if conn.item is not None:
@@ -578,7 +618,17 @@ class Replayer:
                 self._error_out(conn, _TIMEOUT, now)
                 conn.abort()
         self._sweeper = self._loop.call_later(interval, self._sweep, interval)
+        self._write_requests()
         self._pump()
+
+    def _write_requests(self) -> None:
+        """Hand the packed request records to the file: from every sweep (50-100 ms) as well as
+        each second, so that no one write of a second's records (2 MB at 90,000 req/s) pauses
+        the schedule."""
+        if self._buf and "requests" in self._files:
+            self._files["requests"].write(self._buf)
+            self._files["requests"].flush()
+        self._buf.clear()
 
     def _maybe_finish(self) -> None:
         idle = self._exhausted and self._inflight <= 0 and not self._ready and self._next is None
@@ -602,7 +652,8 @@ class Replayer:
         self._ticker = self._loop.call_later(max(delay, 0.0), self._tick)
 
     def _flush_second(self, *, partial: bool) -> None:
-        if partial and not self._second.sent and not self._second.all_codes() and not self._buf:
+        if partial and not self._second.sent and not self._second.all_codes():
+            self._write_requests()
             self._write_summary()
             return
         second, self._second = self._second, _Second()
@@ -636,9 +687,7 @@ class Replayer:
         if "seconds" in self._files:
             self._files["seconds"].write(json.dumps(line, sort_keys=True) + "\n")
             self._files["seconds"].flush()
-            self._files["requests"].write(self._buf)
-            self._files["requests"].flush()
-        self._buf.clear()
+        self._write_requests()
         self._write_summary()
         if self.progress is not None and not partial:
             self._show_progress(line)
