@@ -295,3 +295,23 @@ def test_head_responses_end_at_their_headers(tmp_path: Path, config: dict[str, A
     # would have let each request run into its 2 s timeout: a ``timeout`` error, not a 200.
     assert summary["status"] == {"200": 5}
     assert summary["completed"] == 5 and summary["errors"]["timeout"] == 0
+
+
+def test_connections_for_the_first_moments_open_before_the_clock(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
+    burst = write_timed_gor(tmp_path / "burst.gor", count=12, span_s=0.001)
+    slow = write_timed_gor(tmp_path / "slow.gor", count=3, span_s=0.2)
+    with RecordingServer() as server:
+        # 12 requests due in the first millisecond, 5 connections at most: all 5 open first
+        first = replay_traffic(
+            capture=str(burst), target_url=server.url, concurrency=5, configuration=config
+        )
+        # one request in the first 5 ms: one connection
+        second = replay_traffic(capture=str(slow), target_url=server.url, configuration=config)
+    assert first["warmed_connections"] == 5 and first["completed"] == 12
+    assert second["warmed_connections"] == 1 and second["completed"] == 3
+    # a target that refuses: nothing opens ahead, and every request still reports the refusal
+    refused = replay_traffic(capture=str(burst), target_url=refused_url(), configuration=config)
+    assert refused["warmed_connections"] == 0
+    assert refused["errors"]["refused"] == refused["sent"] == 12

@@ -269,6 +269,7 @@ class Replayer:
         self._latency = Histogram()
         self._lag = Histogram()
         self._retried = 0
+        self._warmed = 0  # connections open before the clock started
         self._unsent_due = 0  # due before `duration` ended, never sent (back-pressure)
         self._buf = bytearray()
         self._files: dict[str, IO[Any]] = {}
@@ -322,11 +323,13 @@ class Replayer:
             self._error = f"reading the schedule failed: {type(exc).__name__}: {exc}"
         self._items = itertools.chain(head, self._items)
         wanted = sum(1 for item in head if item[0] < WARM_WINDOW)
-        dials = [dial for dial in (self._dial().dial for _ in range(wanted)) if dial is not None]
+        conns = [self._dial() for _ in range(wanted)]
+        dials = [conn.dial for conn in conns if conn.dial is not None]
         if dials:
             _done, late = await asyncio.wait(dials, timeout=min(self.timeout, 5.0))
             for dial in late:
                 dial.cancel()
+        self._warmed = sum(1 for conn in conns if conn.dial is None and not conn.dead)
 
     def _start_clock(self) -> None:
         wall, now = time.time(), _now()
@@ -746,6 +749,7 @@ class Replayer:
             "no_status": sum(errors.values()),
             "in_flight": max(self._inflight, 0),
             "retried_stale_connections": self._retried,
+            "warmed_connections": self._warmed,
             "unsent_due": self._unsent_due,
             "status": status,
             "errors": errors,

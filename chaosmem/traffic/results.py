@@ -199,6 +199,7 @@ _SUMMED = (
     "in_flight",
     "retried_stale_connections",
     "unsent_due",
+    "warmed_connections",
 )
 
 
