@@ -19,8 +19,9 @@ What it does, all in one run:
    requests per CPU second as a ratio to wrk's (a figure other load on the machine skews less
    than req/s);
 4. replays the capture at a fixed rate of 80% of each configuration's median unthrottled
-   figure and prints the schedule lag p99 (actual send time minus scheduled, as the replayer
-   records it from its monotonic clock) and the rate delivered.
+   figure, as many interleaved rounds, and prints min/median/max of the schedule lag p99
+   (actual send time minus scheduled, as the replayer records it from its monotonic clock) and
+   of the rate delivered.
 
 The replay engine is the compiled one when ``chaosmem native`` has built it (``make setup``
 does); ``CHAOSMEM_NATIVE=0`` measures the interpreted one. Which ran is printed.
@@ -226,12 +227,14 @@ def main() -> int:
                     f"{two['errors']} errors)",
                     flush=True,
                 )
-            lag: dict[int, dict[str, Any]] = {}
-            for workers in (1, 2):
-                peak = statistics.median(r[workers]["rps"] for r in rows)
-                sustained = 0.8 * peak
-                run = run_chaosmem(capture, url, state, workers=workers, rate=sustained)
-                lag[workers] = {"rate": sustained, **run}
+            # at 80% of each configuration's median unthrottled rate, as many rounds, interleaved
+            sustained = {w: 0.8 * statistics.median(r[w]["rps"] for r in rows) for w in (1, 2)}
+            lag: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+            for _round in range(args.rounds):
+                for workers in (1, 2):
+                    lag[workers].append(
+                        run_chaosmem(capture, url, state, workers=workers, rate=sustained[workers])
+                    )
         finally:
             server.terminate()
             try:
@@ -267,18 +270,23 @@ def main() -> int:
         # requests per CPU second next to wrk's: what contention from other work cannot skew
         efficiency = [r["wrk"]["cpu100k"] / r[workers]["cpu100k"] for r in rows]
         print(f"  workers={workers} req per CPU s / wrk's: {spread(efficiency)}")
-        sus = lag[workers]
+        held = lag[workers]
         print(
-            f"  workers={workers} at --rate {sus['rate']:,.0f} (80%): lag p99 {sus['lag_p99']} ms, "
-            f"delivered {sus['rps']:,.0f} req/s, {sus['errors']} errors"
+            f"  workers={workers} at --rate {sustained[workers]:,.0f} (80%): lag p99 ms "
+            f"{spread([x['lag_p99'] or 0.0 for x in held])}; delivered "
+            f"{spread([x['rps'] for x in held], '{:,.0f}')} req/s; "
+            f"{sum(x['errors'] for x in held)} errors"
         )
-    best = max(statistics.median(r[w]["rps"] / r["wrk"]["rps"] for r in rows) for w in (1, 2))
+    ratio = {w: statistics.median(r[w]["rps"] / r["wrk"]["rps"] for r in rows) for w in (1, 2)}
+    best = max(ratio, key=lambda w: ratio[w])
     cpu1 = statistics.median(r[1]["cpu100k"] for r in rows)
+    lag_best = statistics.median(x["lag_p99"] or 0.0 for x in lag[best])
     print(
-        f"goals: >= 0.9x wrk -t2: {'met' if best >= 0.9 else 'NOT met'} (median {best:.2f}x); "
-        f"<= 1.0 CPU s/100k on one worker: {'met' if cpu1 <= 1.0 else 'NOT met'} "
-        f"(median {cpu1:.2f}); lag p99 <= 10 ms at 80%: "
-        f"{'met' if all((lag[w]['lag_p99'] or 0) <= 10 for w in (1, 2)) else 'NOT met'}"
+        f"goals: >= 0.9x wrk -t2: {'met' if ratio[best] >= 0.9 else 'NOT met'} "
+        f"(median {ratio[best]:.2f}x, workers={best}); <= 1.0 CPU s/100k on one worker: "
+        f"{'met' if cpu1 <= 1.0 else 'NOT met'} (median {cpu1:.2f}, start-up included); "
+        f"lag p99 <= 10 ms at 80% of that rate: {'met' if lag_best <= 10 else 'NOT met'} "
+        f"(median {lag_best:.1f} ms)"
     )
     return 0
 
