@@ -55,9 +55,7 @@ from chaosmem.secrets import redact_url
 from chaosmem.state import open_private, private_dir
 from chaosmem.traffic.capture import CaptureStats
 from chaosmem.traffic.compile import compile_capture
-from chaosmem.traffic.histogram import BUCKET_OF as _BUCKET_OF
 from chaosmem.traffic.histogram import Histogram
-from chaosmem.traffic.histogram import bucket as _bucket
 from chaosmem.traffic.options import ReplayOptions, auto_workers
 from chaosmem.traffic.results import (
     ERROR_CODES,
@@ -86,7 +84,6 @@ _ERROR_NAME: Final = {code: name for name, code in ERROR_CODES.items()}
 
 
 _now: Final = time.perf_counter
-_TABLE: Final = len(_BUCKET_OF)
 #: connections are opened before the clock for the requests due in its first this many seconds
 WARM_WINDOW: Final = 0.005
 #: which engine this is: these lines compiled by mypyc (chaosmem.traffic.native), or interpreted
@@ -445,15 +442,7 @@ class Replayer:
             self._inflight += 1
             second = self._second
             second.sent += 1
-            # NB: Histogram.record of the lag, inline (merged into the total each second)
-            lag = int((now - due) * 1e6)
-            hist = second.lag
-            hist.buckets[_BUCKET_OF[lag] if 0 <= lag < _TABLE else _bucket(lag)] += 1
-            hist.count += 1
-            if lag > 0:
-                hist.total += lag
-                if lag > hist.max:
-                    hist.max = lag
+            second.lag.record(int((now - due) * 1e6))  # merged into the total each second
             if not idle and len(self._conns) >= limit:
                 return  # every connection is busy: the next completion pumps again
             now = _now()
@@ -537,16 +526,10 @@ class Replayer:
         conn.item = None
         sent_at = conn.sent_at
         latency = int((_now() - sent_at) * 1e6)
-        # NB: Histogram.record and _record, inline: this runs once per answered request; the
-        # second's latency merges into the total each second, as its lag does
+        # NB: what _record does, inline: this runs once per answered request; the second's
+        # latency merges into the total each second, as its lag does
         second = self._second
-        hist = second.latency
-        hist.buckets[_BUCKET_OF[latency] if 0 <= latency < _TABLE else _bucket(latency)] += 1
-        hist.count += 1
-        if latency > 0:
-            hist.total += latency
-            if latency > hist.max:
-                hist.max = latency
+        second.latency.record(latency)
         self._buf += _PACK(int(item[0] * 1e6), int((sent_at - self._t0) * 1e6), latency, status)
         if item[3]:
             self._release(item[3])
