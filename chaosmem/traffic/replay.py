@@ -2,9 +2,9 @@
 
 Why not aiohttp: measured on this project's 2-core machine against nginx on loopback, aiohttp
 (3.14, uvloop, 32 keep-alive connections) tops out near 12,000 req/s on one core, below the
-20,000 req/s goal, while an asyncio ``Protocol`` per connection with ``httptools`` (the C
+20,000 req/s goal, while an asyncio protocol per connection with ``httptools`` (the C
 HTTP parser uvicorn uses) for responses does about 100,000 on the same core. So each
-connection here is a small ``asyncio.Protocol`` on uvloop; the HTTP parsing is httptools'.
+connection here is a small asyncio protocol on uvloop; the HTTP parsing is httptools'.
 
 Shape of the engine, all callbacks, no task per request:
 
@@ -23,7 +23,7 @@ Shape of the engine, all callbacks, no task per request:
   moment we reused it, which says nothing about the service.
 * once a second a line goes to ``seconds.jsonl`` and ``summary.json`` is rewritten (see
   :mod:`chaosmem.traffic.results` for the layout), and a progress line goes to stderr when
-  it is a terminal. Per-request records are packed (22 bytes each) and flushed each second,
+  it is a terminal. Per-request records are packed (22 bytes each) and written out every sweep,
   so memory stays flat however long the replay runs.
 
 The replay ends when the schedule is exhausted and nothing is in flight, at ``duration``
