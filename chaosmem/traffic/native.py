@@ -151,14 +151,21 @@ def build(*, quiet: bool = True) -> tuple[bool, str]:
             return False, f"mypyc built {files}, expected {len(MODULES) + 1} extension modules"
         if _expected(HERE) != expected:
             return False, "the sources changed during the build; run it again"
-        staging = NATIVE_DIR.with_name("_native.new")
-        shutil.rmtree(staging, ignore_errors=True)
+        # NB: staged under a name of this build's own, then swapped in: two builds at once
+        # (two shells running make setup) never mix their files
+        staging = NATIVE_DIR.with_name(f"_native.new.{os.getpid()}")
         (staging / "chaosmem").mkdir(parents=True)
-        shutil.copytree(built, staging / "chaosmem" / "traffic")
-        manifest = {**expected, "files": files, "mypy": mypy.version.__version__}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        shutil.rmtree(NATIVE_DIR, ignore_errors=True)
-        staging.rename(NATIVE_DIR)
+        try:
+            shutil.copytree(built, staging / "chaosmem" / "traffic")
+            manifest = {**expected, "files": files, "mypy": mypy.version.__version__}
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            shutil.rmtree(NATIVE_DIR, ignore_errors=True)
+            try:
+                staging.rename(NATIVE_DIR)
+            except OSError:
+                return False, "another build finished first; run `chaosmem native --check`"
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     if not quiet:
         print(result.stdout[-2000:])
     return True, f"compiled {', '.join(MODULES)} into {NATIVE_DIR}"
