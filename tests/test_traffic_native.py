@@ -18,12 +18,14 @@ from tests.traffic_fixtures import write_timed_gor
 from tests.traffic_server import RecordingServer
 
 ROOT = Path(__file__).resolve().parents[1]
+HANG = 120  # s: a guard against a hang (subprocess.TimeoutExpired names the command), not a timing
 
 
 def _engine_in_child(**env: str) -> str:
     result = subprocess.run(
         [sys.executable, "-c", "from chaosmem.traffic.replay import ENGINE; print(ENGINE)"],
         capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, **env},
+        timeout=HANG,
     )  # fmt: skip
     return result.stdout.strip()
 
@@ -78,6 +80,7 @@ def _replay(capture: Path, url: str, state: Path, **env: str) -> dict[str, objec
         [sys.executable, "-m", "chaosmem.cli", "replay", str(capture), "--target", url,
          "--rate", "2000", "--workers", "1", "--state-dir", str(state), "--json"],
         capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, **env},
+        timeout=HANG,
     )  # fmt: skip
     summary: dict[str, object] = json.loads(result.stdout)
     return summary

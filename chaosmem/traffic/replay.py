@@ -315,7 +315,7 @@ class Replayer:
                 if item[0] >= WARM_WINDOW:
                     break
         except Exception as exc:
-            self._exhausted = True
+            # NB: what was read still goes out; the schedule then ends there, failed
             self._state = "failed"
             self._error = f"reading the schedule failed: {type(exc).__name__}: {exc}"
         self._items = itertools.chain(head, self._items)
