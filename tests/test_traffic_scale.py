@@ -8,6 +8,7 @@ summary must count what the server saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -413,33 +415,42 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
 
 
-def test_sigterm_stops_every_worker_and_writes_the_merged_summary(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _sharded_cli_replay(tmp_path: Path, url: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``chaosmem replay --workers 2`` of a looping capture (10 minutes) in a child process, and
+    its state dir; the child is killed on the way out if the test left it running."""
     capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
     state = tmp_path / "state"
-    with RecordingServer() as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chaosmem.cli", "replay", str(capture), "--target", server.url,
-             "--loop", "--duration", "10m", "--workers", "2", "--state-dir", str(state), "--json"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + HANG
-            shards: list[Path] = []
-            while time.monotonic() < deadline:
-                shards = sorted(state.glob("replays/*/shards/*/summary.json"))
-                if len(shards) == 2 and all(
-                    json.loads(p.read_text()).get("sent", 0) > 0 for p in shards
-                ):
-                    break
-                time.sleep(0.1)
-            assert len(shards) == 2, f"hung: the workers did not start sending in {HANG} s"
-            pids = [json.loads(p.read_text())["pid"] for p in shards]
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=HANG)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chaosmem.cli", "replay", str(capture), "--target", url,
+         "--loop", "--duration", "10m", "--workers", "2", "--state-dir", str(state), "--json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        yield proc, state
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stdout is not None and not proc.stdout.closed:
+            proc.communicate()  # reaped, pipes closed (the test had not read them)
+
+
+def _sending_shard_pids(root: Path, pattern: str) -> list[int]:
+    """The pids of both workers (shard order) once each has sent something."""
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        shards = sorted(root.glob(pattern))
+        if len(shards) == 2 and all(json.loads(p.read_text()).get("sent", 0) > 0 for p in shards):
+            return [json.loads(p.read_text())["pid"] for p in shards]
+        time.sleep(0.1)
+    raise AssertionError(f"hung: the workers did not start sending in {HANG} s")
+
+
+def test_sigterm_stops_every_worker_and_writes_the_merged_summary(tmp_path: Path) -> None:
+    with RecordingServer() as server, _sharded_cli_replay(tmp_path, server.url) as (proc, state):
+        pids = _sending_shard_pids(state, "replays/*/shards/*/summary.json")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=HANG)
         arrived = len(server.arrived)
     summary = json.loads(out)
     assert summary["state"] == "stopped", err
@@ -459,15 +470,7 @@ def test_a_background_replay_with_workers_stops_as_one(
             wait=False, configuration=config,
         )  # fmt: skip
         out = Path(started["results"])
-        deadline = time.monotonic() + HANG
-        pids: list[int] = []
-        while time.monotonic() < deadline:
-            shards = sorted(out.glob("shards/*/summary.json"))
-            if len(shards) == 2 and all(json.loads(p.read_text())["sent"] > 0 for p in shards):
-                pids = [json.loads(p.read_text())["pid"] for p in shards]
-                break
-            time.sleep(0.1)
-        assert len(pids) == 2, f"hung: the workers did not start sending in {HANG} s"
+        pids = _sending_shard_pids(out, "shards/*/summary.json")
         live = replay_summary(configuration=config)
         assert live["state"] == "running" and live["workers"] == 2
         result = stop_traffic_replay(configuration=config)
@@ -542,34 +545,12 @@ def test_merging_refuses_what_a_shard_or_pod_log_should_not_say() -> None:
 
 
 def test_a_worker_killed_mid_replay_fails_the_replay_and_says_which(tmp_path: Path) -> None:
-    capture = write_timed_gor(tmp_path / "t.gor", count=100, span_s=1.0)
-    state = tmp_path / "state"
-    with RecordingServer() as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chaosmem.cli", "replay", str(capture), "--target", server.url,
-             "--loop", "--duration", "10m", "--workers", "2", "--state-dir", str(state), "--json"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + HANG
-            shards: list[Path] = []
-            while time.monotonic() < deadline:
-                shards = sorted(state.glob("replays/*/shards/*/summary.json"))
-                if len(shards) == 2 and all(
-                    json.loads(p.read_text()).get("sent", 0) > 0 for p in shards
-                ):
-                    break
-                time.sleep(0.1)
-            assert len(shards) == 2, f"hung: the workers did not start sending in {HANG} s"
-            victim = json.loads(shards[0].read_text())["pid"]
-            os.kill(victim, signal.SIGKILL)
-            time.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
-            out, _err = proc.communicate(timeout=HANG)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with RecordingServer() as server, _sharded_cli_replay(tmp_path, server.url) as (proc, state):
+        victim = _sending_shard_pids(state, "replays/*/shards/*/summary.json")[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, _err = proc.communicate(timeout=HANG)
     summary = json.loads(out)
     assert proc.returncode != 0
     assert summary["state"] == "failed"
